@@ -20,13 +20,15 @@ What is compared.
 - Harness: harness.train.loop.train_policy with loss "dpo", a "steps" budget, PairedData from
   paired_from_rows and cached_reference from harness.train.reference.reference_sums, called as
   harness.runner does. Its time is reference_sums + train_policy (the reference's forward pass
-  is real work, so it is timed).
+  is real work, so it is timed). It runs twice: as shipped (packed rows: shared prompts once, no
+  padding; harness.data.packing) and with train.packing off (the padded batch TRL also runs),
+  which shows how much of the gap packing makes. The ratio uses the shipped configuration.
 - TRL: trl.DPOTrainer, once with its default live reference (a reference forward every step)
   and once with precompute_ref_log_probs=True (whose precompute pass, run inside the trainer's
   constructor, is timed and added). The faster of the two is the peer for the ratio. Time is
   that plus trainer.train() (which, like train_policy, builds its optimizer and scheduler).
-- Matched settings: AdamW (each side's own: torch.optim.AdamW for the harness, transformers'
-  default adamw_torch_fused for TRL), the same learning rate, cosine schedule with 10% warmup,
+- Matched settings: AdamW (each side's own: torch.optim.AdamW(fused=True) for the harness, transformers'
+  default adamw_torch_fused for TRL; both fused), the same learning rate, cosine schedule with 10% warmup,
   weight decay 0, gradient clipping at 1.0, beta 0.1, no gradient accumulation, no activation
   checkpointing of the transformer body, the same precision (--dtype: fp32 = no autocast on
   either side; bf16 = bf16 autocast on both), the same reference batch size for the precompute (64).
@@ -208,28 +210,30 @@ def _peak_mib(device: torch.device) -> float:
 
 @contextlib.contextmanager
 def harness_precision(dtype: str, device: torch.device):
-    """The harness autocasts to bf16 on CUDA and never on CPU (harness.train.loop._autocast).
-    Only when --dtype asks for the other precision is that choice replaced, so both sides run at
-    the same precision; the defaults (fp32 on CPU, bf16 on CUDA) run the harness untouched."""
-    import harness.train.loop as loop
+    """The harness autocasts to bf16 on CUDA and never on CPU (harness.train.hardware.autocast,
+    used by the training loop and the reference pass). Only when --dtype asks for the other
+    precision is that choice replaced, so both sides run at the same precision; the defaults
+    (fp32 on CPU, bf16 on CUDA) run the harness untouched."""
+    from harness.train import hardware
 
     if dtype == ("bf16" if device.type == "cuda" else "fp32"):
         yield
         return
-    original = loop._autocast
-    loop._autocast = lambda dev: (torch.autocast(dev.type, dtype=torch.bfloat16) if dtype == "bf16"
-                                  else contextlib.nullcontext())
+    original = hardware.autocast
+    hardware.autocast = lambda dev: (torch.autocast(dev.type, dtype=torch.bfloat16) if dtype == "bf16"
+                                     else contextlib.nullcontext())
     try:
         yield
     finally:
-        loop._autocast = original
+        hardware.autocast = original
 
 
 # ----------------------------------------------------------------------------------------------
 # The harness side
 
 
-def run_harness(init: torch.nn.Module, tokenizer, rows: list[dict], args, steps: int, device) -> Measured:
+def run_harness(init: torch.nn.Module, tokenizer, rows: list[dict], args, steps: int, device, *,
+                packing: bool = True) -> Measured:
     from harness.losses import get_loss
     from harness.suite import Budget, TrainConfig
     from harness.train.data import paired_from_rows
@@ -242,11 +246,13 @@ def run_harness(init: torch.nn.Module, tokenizer, rows: list[dict], args, steps:
     _clean(device)
     _sync(device)
     started, cpu_started = time.perf_counter(), time.process_time()
-    cached = reference_sums(reference, data, pad_id=tokenizer.pad_token_id, batch_size=REFERENCE_BATCH)
+    cached = reference_sums(reference, data, pad_id=tokenizer.pad_token_id, batch_size=REFERENCE_BATCH,
+                            packing=packing)
     setup = TrainSetup(
         loss=loss, hparams={**loss.hparams, "beta": BETA}, data=data, budget=Budget("steps", steps),
         config=TrainConfig(batch_size=args.batch_size, lr=LR, max_length=args.max_length, warmup_ratio=0.1,
-                           schedule="cosine", weight_decay=0.0, grad_clip=1.0, checkpoint_every=0),
+                           schedule="cosine", weight_decay=0.0, grad_clip=1.0, checkpoint_every=0,
+                           packing=packing),
         seed=args.seed, pad_id=tokenizer.pad_token_id, reference=reference, cached_reference=cached,
     )
     result = train_policy(policy, setup)
@@ -254,8 +260,8 @@ def run_harness(init: torch.nn.Module, tokenizer, rows: list[dict], args, steps:
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     if result.accounting.optimizer_steps != steps:
         raise RuntimeError(f"the harness ran {result.accounting.optimizer_steps} steps, not {steps}")
-    return Measured("harness", "cached reference", steps, steps * args.batch_size, seconds, cpu_seconds,
-                    _peak_mib(device))
+    config = "packed (default)" if packing else "padded (packing off)"
+    return Measured("harness", config, steps, steps * args.batch_size, seconds, cpu_seconds, _peak_mib(device))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -448,6 +454,7 @@ def _main(args: argparse.Namespace) -> int:
     with _quiet(), harness_precision(args.dtype, device):
         sides = [
             lambda r, s, check: run_harness(init, tokenizer, r, args, s, device),
+            lambda r, s, check: run_harness(init, tokenizer, r, args, s, device, packing=False),
             lambda r, s, check: run_trl(init, tokenizer, r, args, s, device, precompute=False, check_tokens=check),
             lambda r, s, check: run_trl(init, tokenizer, r, args, s, device, precompute=True),
         ]
@@ -489,7 +496,7 @@ def _main(args: argparse.Namespace) -> int:
             line += f" {m.peak_mib:>9.0f} " + (f"{mfu:>6.1%}" if not math.isnan(mfu) else f"{'n/a':>6}")
         print(line)
     harness = results[0]
-    peer = max(results[1:], key=lambda m: m.pairs_per_second)
+    peer = max(results[2:], key=lambda m: m.pairs_per_second)
     print(f"peer: trl {peer.config}; model FLOPs per side {flops:.3e} (policy train + reference forward)")
     print(f"ratio: {harness.pairs_per_second / peer.pairs_per_second:.2f}")
     return 0

@@ -30,6 +30,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
+from harness.data.packing import PackedLayout, pack_batch, pack_sequences
+
 DEFAULT_CHUNK_SIZE = 1024  # completion tokens per LM-head chunk: (1024, V) float32 logits at a time
 
 # Config attributes of HF models whose logits are not just head(last_hidden_state).
@@ -163,17 +165,106 @@ def _identity(x: Tensor) -> Tensor:
     return x
 
 
+# ----------------------------------------------------------------------------------------------
+# The packed body pass (harness.data.packing): shared prompts once, no padding
+
+_PACKING_OK: weakref.WeakKeyDictionary[torch.nn.Module, bool] = weakref.WeakKeyDictionary()
+
+
+def _has_windowed_attention(config) -> bool:
+    """Sliding-window layers build their own mask, which a custom 4D mask would replace."""
+    types = getattr(config, "layer_types", None)
+    if types:
+        return any(kind != "full_attention" for kind in types)
+    return bool(getattr(config, "sliding_window", None)) and bool(getattr(config, "use_sliding_window", True))
+
+
+def _packed_mask(model: torch.nn.Module, attends: Tensor) -> Tensor | None:
+    """The 4D mask (R, 1, C, C) in the form the model's attention takes, or None if it takes none:
+    SDPA reads a boolean mask; eager attention adds the mask to its scores."""
+    implementation = getattr(model.config, "_attn_implementation", None)
+    if implementation == "sdpa":
+        return attends[:, None]
+    if implementation == "eager":
+        blocked = torch.finfo(torch.float32).min
+        return torch.zeros(attends[:, None].shape, device=attends.device).masked_fill(~attends[:, None], blocked)
+    return None
+
+
+def _packed_hidden(model: torch.nn.Module, trunk: torch.nn.Module, layout: PackedLayout) -> Tensor:
+    """Last hidden states of the packed rows, flattened to (R·C, H) so `layout.index` reads them."""
+    out = trunk(input_ids=layout.input_ids, attention_mask=_packed_mask(model, layout.attends),
+                position_ids=layout.position_ids, use_cache=False)
+    hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+    return hidden.flatten(0, 1)
+
+
+def _probe_batch(model: torch.nn.Module, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """Four sequences: two share a 3-token prompt and branch (one tree, one row); two short ones
+    under other prompts, which share a row with a block-diagonal mask."""
+    x = ((torch.arange(1, 7) * 7) % model.config.vocab_size).tolist()
+    rows = [x, x[:3] + [x[5], x[4]], x[:2], x[1:4]]
+    ids = torch.zeros((4, 6), dtype=torch.long)
+    mask = torch.zeros((4, 6), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)], mask[i, : len(row)] = torch.tensor(row), 1
+    completion = torch.zeros((4, 6), dtype=torch.bool)
+    completion[:2, 3:] = mask[:2, 3:].bool()
+    return ids.to(device), mask.to(device), completion.to(device)
+
+
+@torch.no_grad()
+def _packing_matches(model: torch.nn.Module, trunk: torch.nn.Module) -> bool:
+    """Whether the packed pass reproduces the padded pass at every real token of a probe batch."""
+    if _has_windowed_attention(model.config) or _packed_mask(model, torch.ones(1, 1, 1, dtype=torch.bool)) is None:
+        return False
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.autocast(device.type, enabled=False):
+            ids, mask, completion = _probe_batch(model, device)
+            layout = pack_sequences(ids, mask, completion, share_prompts=True)
+            expected = _final_hidden(trunk, ids, mask)[mask.bool()].float()
+            got = _packed_hidden(model, trunk, layout)[layout.index[mask.bool()]].float()
+        tolerance = 1e-4 if next(model.parameters()).dtype == torch.float32 else 2e-2
+        return torch.allclose(got, expected, rtol=tolerance, atol=tolerance * expected.abs().max().item())
+    except Exception:  # any surprise from an unusual model means: keep the padded batch
+        return False
+    finally:
+        model.train(was_training)
+
+
+def _uses_packing(model: torch.nn.Module, trunk: torch.nn.Module, layout: PackedLayout | None) -> bool:
+    if layout is None:
+        return False
+    if model not in _PACKING_OK:
+        _PACKING_OK[model] = _packing_matches(model, trunk)
+    return _PACKING_OK[model]
+
+
+def _layout(model: torch.nn.Module, input_ids: Tensor, attention_mask: Tensor,
+            completion_mask: Tensor) -> PackedLayout | None:
+    """The batch's packed layout when it is cheaper than the padded batch for this model's width."""
+    hidden_size = getattr(getattr(model, "config", None), "hidden_size", None)
+    if not isinstance(hidden_size, int):
+        return None
+    return pack_batch(input_ids, attention_mask, completion_mask, hidden_size=hidden_size)
+
+
 def _completion_rows(
     model: torch.nn.Module,
     input_ids: Tensor,
     attention_mask: Tensor,
     positions: tuple[Tensor, Tensor],
+    layout: PackedLayout | None = None,
 ) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
     """Rows (N, H) to feed the head, and the head, for the N completion positions.
 
     Row n is the state that predicts token t_n: the hidden state at t_n − 1 (clamped at 0, which
-    is what the full-logits path's dummy position 0 does). In the fallback the rows are already
-    logits (N, V) and the head is the identity.
+    is what the full-logits path's dummy position 0 does). With a packed `layout` that this model
+    handles, the body runs on the packed rows instead of the padded batch. In the fallback the
+    rows are already logits (N, V) and the head is the identity.
     """
     batch_idx, token_idx = positions
     previous = (token_idx - 1).clamp(min=0)
@@ -182,6 +273,8 @@ def _completion_rows(
         logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
         return logits[batch_idx, previous], _identity
     trunk, head = parts
+    if _uses_packing(model, trunk, layout):
+        return _packed_hidden(model, trunk, layout)[layout.index[batch_idx, previous]], head
     return _final_hidden(trunk, input_ids, attention_mask)[batch_idx, previous], head
 
 
@@ -250,11 +343,14 @@ def completion_stats(
     vocab_kl: bool = False,
     entropy: bool = False,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    packing: bool = True,
 ) -> CompletionStats:
     """Token log-probs of the policy (and of the reference, and the per-position KL and entropy
     when asked) at completion positions, in one body pass per model and a chunked head pass.
 
     Shapes: inputs (B, T); every result (B, T) float32. The reference runs under no_grad.
+    `packing`: run the bodies on the batch's packed layout (harness.data.packing: shared prompts
+    once, no padding) where the model supports it; the results are the same up to float rounding.
     """
     if vocab_kl and reference is None:
         raise ValueError("vocab_kl needs a reference model")
@@ -270,12 +366,13 @@ def completion_stats(
     names = [name for name, want in wanted.items() if want]
     positions = completion_mask.nonzero(as_tuple=True)
     targets = input_ids[positions]
-    policy_rows, policy_head = _completion_rows(policy, input_ids, attention_mask, positions)
+    layout = _layout(policy, input_ids, attention_mask, completion_mask) if packing else None
+    policy_rows, policy_head = _completion_rows(policy, input_ids, attention_mask, positions, layout)
     reference_rows, reference_head = None, None
     if reference is not None:
         with torch.no_grad():
             reference_rows, reference_head = _completion_rows(
-                reference, input_ids, attention_mask, positions
+                reference, input_ids, attention_mask, positions, layout
             )
     fn = functools.partial(
         _chunk_stats,
@@ -309,10 +406,11 @@ def completion_token_logps(
     completion_mask: Tensor,
     *,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    packing: bool = True,
 ) -> Tensor:
     """log π(y_t | x, y<t) at completion positions, 0 elsewhere: (B, T), float32."""
     return completion_stats(
-        model, input_ids, attention_mask, completion_mask, chunk_size=chunk_size
+        model, input_ids, attention_mask, completion_mask, chunk_size=chunk_size, packing=packing
     ).policy_token_logps
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from harness.cache import content_hash
 from harness.losses import get_loss
 from harness.train.regimes import resolve_method_hparams
-from harness.suite import Budget, EvalConfig, MethodEntry, Suite, TrainConfig
+from harness.suite import Budget, EvalConfig, MethodEntry, Suite, TrainConfig, identity_fields
 
 START = "start"  # the method name of the untrained starting model's evaluation run
 
@@ -54,7 +54,7 @@ class RunSpec:
             "hparams": dict(self.hparams), "seed": self.seed, "model": self.model,
             "dataset": self.dataset, "sandbox": dict(self.sandbox),
             "budget": asdict(self.budget) if self.trains else None,
-            "train": asdict(self.train) if self.trains else None,
+            "train": identity_fields(self.train) if self.trains else None,
             "evaluate": asdict(self.evaluate),
         }
 

@@ -55,6 +55,7 @@ class World:
     start_model: torch.nn.Module  # frozen: the reference, the KL anchor and the baseline sampler
     files: dict[str, Path]  # data shape (or "eval_pairs") -> its jsonl file
     max_length: int
+    packing: bool  # train.packing: also how the reference's log-probs are computed
     eval_prompts: list[str]
     reward: RewardModel  # evaluate.reward_model: the judge of rewards and win rates
     device: torch.device
@@ -87,7 +88,8 @@ class World:
         """The start model's summed log-probs of that data, from the disk cache."""
         if shape not in self._reference:
             key = folder_fingerprint(self.start_path)
-            self._reference[shape] = cached_reference_sums(self.start_model, key, self.data(shape), self.tokenizer.pad_token_id)
+            self._reference[shape] = cached_reference_sums(self.start_model, key, self.data(shape), self.tokenizer.pad_token_id,
+                                                          packing=self.packing)
         return self._reference[shape]
 
 
@@ -150,7 +152,7 @@ def _sandbox_world(suite: Suite, sandbox: Sandbox, config: SandboxConfig) -> Wor
     return World(
         start_path=start_path, tokenizer=tokenizer,
         start_model=start_model, files=files,
-        max_length=suite.train.max_length, eval_prompts=prompts,
+        max_length=suite.train.max_length, packing=suite.train.packing, eval_prompts=prompts,
         reward=load_reward_model(suite.evaluate.reward_model, length_weight=config.length_weight,
                                  fluency_weight=config.fluency_weight, device=device,
                                  batch_size=suite.evaluate.reward_batch_size, where=f"{suite.path}: evaluate.reward_model"),

@@ -46,6 +46,14 @@ class TrainConfig:
     max_length: int = 64
     log_every: int = 5
     checkpoint_every: int = 50  # optimizer steps between checkpoints (0: never); resume after a kill
+    # Run the model on packed rows (shared prompts once, no padding; harness.data.packing) where it
+    # supports that. Changes speed, not results (float rounding aside): not part of a run's identity.
+    packing: bool = field(default=True, metadata={"identity": False})
+
+
+def identity_fields(config) -> dict[str, Any]:
+    """A config's fields that determine results (those not marked identity=False)."""
+    return {f.name: getattr(config, f.name) for f in fields(config) if f.metadata.get("identity", True)}
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import resource
 import sys
@@ -16,6 +17,14 @@ PEAK_BF16_FLOPS = {
     "L40S": 362.05e12,
     "A10G": 125e12,
 }
+
+
+def autocast(device: torch.device):
+    """The precision of every training-time model pass: bf16 autocast on CUDA; fp32 on CPU, where
+    bf16 matmuls are far slower. (Called through the module, so a benchmark can replace it.)"""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def peak_flops(device: torch.device) -> float:

@@ -7,7 +7,6 @@ hook into it after every optimizer step (TR-DPO's reference sync).
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from harness.train.checkpoint import RunCheckpoint, rng_state, set_rng_state
 from harness.train.data import Batch, TrainData, epoch_batches, micro_batches
 from harness.train.distributed import all_finite, is_main, shard, wrap_for_training
 from harness.train.flops import ModelShape
+from harness.train import hardware
 from harness.train.hardware import peak_memory_mb, reset_peak_memory
 from harness.train.inputs import StepContext, build_loss_inputs, reference_runs_live
 from harness.train.optim import make_optimizer
@@ -109,13 +109,6 @@ def estimate_steps(shape: ModelShape, setup: TrainSetup) -> int:
     return max(int((setup.budget.value - spent) // per_step), 1)
 
 
-def _autocast(device: torch.device):
-    """bf16 autocast on CUDA; fp32 on CPU, where bf16 matmuls are far slower."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def forward(policy, batch: Batch, setup: TrainSetup) -> tuple[CompletionStats, CompletionStats | None]:
     """The passes a loss needs: the trained block(s) with grad, KTO's mismatched block without."""
     reference = setup.reference if setup.live_reference else None
@@ -123,13 +116,14 @@ def forward(policy, batch: Batch, setup: TrainSetup) -> tuple[CompletionStats, C
     trained = (batch.block(batch.input_ids, 0), batch.block(batch.attention_mask, 0),
                batch.block(batch.completion_mask, 0)) if setup.kl_pairs else (
                batch.input_ids, batch.attention_mask, batch.completion_mask)
-    stats = completion_stats(policy, *trained, reference=reference, vocab_kl=wants_kl)
+    packing = setup.config.packing
+    stats = completion_stats(policy, *trained, reference=reference, vocab_kl=wants_kl, packing=packing)
     kl_stats = None
     if setup.kl_pairs:
         with torch.no_grad():
             kl_stats = completion_stats(
                 policy, batch.block(batch.input_ids, 1), batch.block(batch.attention_mask, 1),
-                batch.block(batch.completion_mask, 1), reference=setup.reference,
+                batch.block(batch.completion_mask, 1), reference=setup.reference, packing=packing,
             )
     return stats, kl_stats
 
@@ -203,7 +197,7 @@ def _optimizer_step(policy, optimizer, indices: list[int], setup: TrainSetup,
     sums: dict[str, float] = {}
     for chunk in micro_batches(indices, parts):
         batch = setup.data.collate(chunk, setup.pad_id, kl_pairs=setup.kl_pairs).to(device)
-        with _autocast(device):
+        with hardware.autocast(device):
             stats, kl_stats = forward(policy, batch, setup)
         ctx = StepContext(batch, setup.data.shape, stats, kl_stats, setup.cached_reference, loss_state)
         out = setup.loss.fn(build_loss_inputs(setup.loss.needs, ctx), **setup.hparams)

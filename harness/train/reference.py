@@ -18,6 +18,7 @@ import torch
 
 from harness.cache import cache_root, content_hash
 from harness.logprobs import completion_token_logps, sequence_logps
+from harness.train import hardware
 from harness.train.data import TrainData
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".json", ".model", ".txt")
@@ -44,28 +45,32 @@ def data_fingerprint(data: TrainData) -> str:
 
 
 @torch.no_grad()
-def reference_sums(reference, data: TrainData, *, pad_id: int, batch_size: int = 64) -> torch.Tensor:
+def reference_sums(reference, data: TrainData, *, pad_id: int, batch_size: int = 64,
+                   packing: bool = True) -> torch.Tensor:
     """Summed reference log-probs of every example's sequences: (n_examples, groups), float32, CPU
-    (paired: chosen, rejected; unpaired: the completion)."""
+    (paired: chosen, rejected; unpaired: the completion), at the training loop's precision."""
     device = next(reference.parameters()).device
     columns = []
     for start in range(0, len(data), batch_size):
         indices = list(range(start, min(start + batch_size, len(data))))
         batch = data.collate(indices, pad_id).to(device)
-        token_logps = completion_token_logps(reference, batch.input_ids, batch.attention_mask, batch.completion_mask)
+        with hardware.autocast(device):
+            token_logps = completion_token_logps(reference, batch.input_ids, batch.attention_mask,
+                                                 batch.completion_mask, packing=packing)
         sums, _ = sequence_logps(token_logps, batch.completion_mask)
         columns.append(sums.float().cpu().reshape(batch.groups, len(indices)).T)
     return torch.cat(columns)
 
 
-def cached_reference_sums(reference, reference_key: str, data: TrainData, pad_id: int) -> torch.Tensor:
+def cached_reference_sums(reference, reference_key: str, data: TrainData, pad_id: int, *,
+                          packing: bool = True) -> torch.Tensor:
     """reference_sums, read from or written to `$HARNESS_CACHE/reference_logps/<key>.pt`, where the
     key hashes the reference's weights (`reference_key`) and the tokenized data."""
     key = content_hash({"reference": reference_key, "data": data_fingerprint(data)})
     path = cache_root() / "reference_logps" / f"{key}.pt"
     if path.exists():
         return torch.load(path)
-    sums = reference_sums(reference, data, pad_id=pad_id)
+    sums = reference_sums(reference, data, pad_id=pad_id, packing=packing)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.{uuid.uuid4().hex}.tmp")
     torch.save(sums, tmp)

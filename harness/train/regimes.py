@@ -185,7 +185,7 @@ def stages(run: RegimeRun, *, stages: int = 2) -> TrainResult:
         cached = None
         if run.setup.loss.uses_reference and not run.setup.live_reference:
             cached = run.setup.cached_reference[torch.tensor(indices)] if stage == 0 else reference_sums(
-                reference, stage_data, pad_id=run.setup.pad_id)
+                reference, stage_data, pad_id=run.setup.pad_id, packing=run.setup.config.packing)
         setup = replace(
             run.setup, data=stage_data, reference=reference, cached_reference=cached,
             budget=_phase_budget(run.setup.budget, stages), seed=run.setup.seed + stage,
@@ -230,7 +230,8 @@ def spin_iterations(run: RegimeRun, *, iterations: int = 2, mix_previous: bool =
         initial.generated_tokens = sum(new_tokens)
         initial.flops_generation = shape.generation_flops(prompt_lengths, new_tokens)
         data = _spin_pairs(chosen, prompts, generated, k, mix_previous, tokenizer, max_length)
-        cached = reference_sums(reference, data, pad_id=pad_id) if not run.setup.live_reference else None
+        cached = (reference_sums(reference, data, pad_id=pad_id, packing=run.setup.config.packing)
+                  if not run.setup.live_reference else None)
         setup = replace(
             run.setup, data=data, reference=reference, cached_reference=cached, budget=budget,
             initial=initial, seed=run.setup.seed + k,
