@@ -243,10 +243,33 @@ def _uses_packing(model: torch.nn.Module, trunk: torch.nn.Module, layout: Packed
     return _PACKING_OK[model]
 
 
+def _unwrapped(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside a DDP/FSDP wrapper (which holds it as `.module`), else the model."""
+    inner = getattr(model, "module", None)
+    return inner if isinstance(inner, torch.nn.Module) and not hasattr(model, "config") else model
+
+
+def _logits_rows(model: torch.nn.Module, input_ids: Tensor, attention_mask: Tensor,
+                 rows: tuple[Tensor, Tensor], layout: PackedLayout | None) -> Tensor:
+    """The fallback: whole logits from the model's own forward, read at `rows` (batch, position).
+
+    A DDP/FSDP wrapper must run its own forward (it synchronizes gradients there), so the
+    memory-efficient head is not available; the packed rows still are, through the wrapper's
+    forward, when the model inside handles them.
+    """
+    inner = _unwrapped(model)
+    parts = _trunk_and_head(inner) if inner is not model else None
+    if parts is not None and _uses_packing(inner, parts[0], layout):
+        logits = model(input_ids=layout.input_ids, attention_mask=_packed_mask(inner, layout.attends),
+                       position_ids=layout.position_ids).logits
+        return logits.flatten(0, 1)[layout.index[rows]]
+    return model(input_ids=input_ids, attention_mask=attention_mask).logits[rows]
+
+
 def _layout(model: torch.nn.Module, input_ids: Tensor, attention_mask: Tensor,
             completion_mask: Tensor) -> PackedLayout | None:
     """The batch's packed layout when it is cheaper than the padded batch for this model's width."""
-    hidden_size = getattr(getattr(model, "config", None), "hidden_size", None)
+    hidden_size = getattr(getattr(_unwrapped(model), "config", None), "hidden_size", None)
     if not isinstance(hidden_size, int):
         return None
     return pack_batch(input_ids, attention_mask, completion_mask, hidden_size=hidden_size)
@@ -270,8 +293,7 @@ def _completion_rows(
     previous = (token_idx - 1).clamp(min=0)
     parts = _hidden_path(model, input_ids, attention_mask)
     if parts is None:
-        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
-        return logits[batch_idx, previous], _identity
+        return _logits_rows(model, input_ids, attention_mask, (batch_idx, previous), layout), _identity
     trunk, head = parts
     if _uses_packing(model, trunk, layout):
         return _packed_hidden(model, trunk, layout)[layout.index[batch_idx, previous]], head

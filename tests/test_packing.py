@@ -273,3 +273,30 @@ def test_training_packed_ends_at_the_padded_weights(monkeypatch):
         assert (counter.calls > 0) == packing
     for name, weight in trained[False].items():
         torch.testing.assert_close(trained[True][name], weight, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_a_ddp_wrapped_model_runs_packed_rows_through_its_own_forward(tmp_path, monkeypatch):
+    """DDP must run its own forward (it syncs gradients there): the packed rows go through it,
+    and the gradients equal the unwrapped model's on the padded batch (a one-process gloo group)."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids, mask, completion = pair_batch(3)
+    weights = torch.linspace(-1, 1, ids.numel()).reshape(ids.shape)
+    plain = tiny_llama()
+    (logprobs.completion_token_logps(plain, ids, mask, completion, packing=False) * weights).sum().backward()
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        wrapped = DistributedDataParallel(tiny_llama())
+        forwards = []
+        original = wrapped.module.forward
+        monkeypatch.setattr(wrapped.module, "forward",
+                            lambda *a, **k: forwards.append(k.get("position_ids") is not None) or original(*a, **k))
+        got = logprobs.completion_token_logps(wrapped, ids, mask, completion)
+        assert forwards == [True], "the wrapper's forward did not get the packed rows"
+        torch.testing.assert_close(got, logprobs.completion_token_logps(plain, ids, mask, completion, packing=False))
+        (got * weights).sum().backward()
+        for (name, p), q in zip(plain.named_parameters(), wrapped.module.parameters()):
+            torch.testing.assert_close(q.grad, p.grad, atol=1e-5, rtol=1e-4, msg=name)
+    finally:
+        dist.destroy_process_group()
