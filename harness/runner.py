@@ -23,6 +23,7 @@ from harness.evaluate.implicit import defines_implicit_reward, implicit_reward_a
 from harness.evaluate.policy import Baseline, chosen_from_file, evaluate_policy, make_baseline
 from harness.evaluate.reward_models import RewardModel, load_reward_model
 from harness.evaluate.stats import bootstrap_mean
+from harness.logprobs import completion_token_logps
 from harness.losses import get_loss
 from harness.models import frozen_copy, load_policy, load_tokenizer, pick_device, resolve_model_path
 from harness.plan import RunSpec, plan_suite
@@ -303,7 +304,8 @@ def _budget_flops(spec: RunSpec, setup: TrainSetup, shape: ModelShape, steps: in
 
 
 def measure_train_flops_per_second(world: World, repeats: int = 3) -> float:
-    """Achieved FLOP/s of a forward and backward pass of the start model on one batch of pairs."""
+    """Achieved FLOP/s of a forward and backward pass of the start model on one batch of pairs,
+    computed as training computes it (completion log-probs; packed rows unless train.packing is off)."""
     model = load_policy(world.start_path, world.device)
     data = world.data("paired")
     batch = data.collate(list(range(min(16, len(data)))), world.tokenizer.pad_token_id).to(world.device)
@@ -311,8 +313,9 @@ def measure_train_flops_per_second(world: World, repeats: int = 3) -> float:
     timings = []
     for _ in range(repeats + 1):
         started = time.perf_counter()
-        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-        logits.float().logsumexp(-1).mean().backward()
+        logps = completion_token_logps(model, batch.input_ids, batch.attention_mask, batch.completion_mask,
+                                       packing=world.packing)
+        logps.sum().backward()
         timings.append(time.perf_counter() - started)
     return flops / sorted(timings[1:])[len(timings[1:]) // 2]
 
