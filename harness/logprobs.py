@@ -193,7 +193,7 @@ def _packed_mask(model: torch.nn.Module, attends: Tensor) -> Tensor | None:
 
 def _packed_hidden(model: torch.nn.Module, trunk: torch.nn.Module, layout: PackedLayout) -> Tensor:
     """Last hidden states of the packed rows, flattened to (R·C, H) so `layout.index` reads them."""
-    out = trunk(input_ids=layout.input_ids, attention_mask=_packed_mask(model, layout.attends),
+    out = trunk(input_ids=layout.input_ids, attention_mask=_packed_mask(model, layout.attends()),
                 position_ids=layout.position_ids, use_cache=False)
     hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
     return hidden.flatten(0, 1)
@@ -260,7 +260,7 @@ def _logits_rows(model: torch.nn.Module, input_ids: Tensor, attention_mask: Tens
     inner = _unwrapped(model)
     parts = _trunk_and_head(inner) if inner is not model else None
     if parts is not None and _uses_packing(inner, parts[0], layout):
-        logits = model(input_ids=layout.input_ids, attention_mask=_packed_mask(inner, layout.attends),
+        logits = model(input_ids=layout.input_ids, attention_mask=_packed_mask(inner, layout.attends()),
                        position_ids=layout.position_ids).logits
         return logits.flatten(0, 1)[layout.index[rows]]
     return model(input_ids=input_ids, attention_mask=attention_mask).logits[rows]

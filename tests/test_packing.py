@@ -46,14 +46,14 @@ def test_shared_prompts_form_one_tree_with_ancestor_attention():
     assert layout.index.tolist() == [[0, 1, 2, 3], [0, 1, 4, 0], [5, 6, 7, 0]]
     assert layout.tokens == 8 and layout.slots == 10
     t, f = True, False
-    assert layout.attends[0].tolist() == [
+    assert layout.attends()[0].tolist() == [
         [t, f, f, f, f],
         [t, t, f, f, f],
         [t, t, t, f, f],
         [t, t, t, t, f],
         [t, t, f, f, t],  # 8 sees the prompt and itself, never s0's completion
     ]
-    assert layout.attends[1].tolist() == [
+    assert layout.attends()[1].tolist() == [
         [t, f, f, f, f],
         [t, t, f, f, f],
         [t, t, t, f, f],
@@ -70,7 +70,26 @@ def test_unshared_trees_pack_side_by_side_with_a_block_diagonal_mask():
     assert layout.position_ids.tolist() == [[0, 1, 2, 3], [0, 1, 0, 1]]
     assert layout.index.tolist() == [[0, 1, 2, 3], [4, 5, 0, 0], [6, 7, 0, 0]]
     t, f = True, False
-    assert layout.attends[1].tolist() == [[t, f, f, f], [t, t, f, f], [f, f, t, f], [f, f, t, t]]
+    assert layout.attends()[1].tolist() == [[t, f, f, f], [t, t, f, f], [f, f, t, f], [f, f, t, t]]
+
+
+def test_trees_are_laid_out_depth_first_so_subtrees_are_slot_runs():
+    # s2 branches under b after s1 branched under a: creation order a b c d e, preorder a b c e d
+    a, b, c, d, e = 1, 5, 6, 8, 9
+    ids, mask, completion = right_padded([[a, b, c], [a, d], [a, b, e]], [1, 1, 1])
+    layout = pack_sequences(ids, mask, completion, share_prompts=True)
+    assert layout.input_ids.tolist() == [[a, b, c, e, d]]
+    assert layout.position_ids.tolist() == [[0, 1, 2, 2, 1]]
+    assert layout.subtree_end.tolist() == [[5, 4, 3, 4, 5]]
+    assert layout.index.tolist() == [[0, 1, 2], [0, 4, 0], [0, 1, 3]]
+    t, f = True, False
+    assert layout.attends()[0].tolist() == [
+        [t, f, f, f, f],
+        [t, t, f, f, f],
+        [t, t, t, f, f],
+        [t, t, f, t, f],  # e: a, b, itself
+        [t, f, f, f, t],  # d: a, itself
+    ]
 
 
 def test_common_completion_starts_are_shared_too():
@@ -105,7 +124,7 @@ def test_every_sequence_sees_exactly_its_own_causal_context(seed, share_prompts)
     rows, width = layout.input_ids.shape
     attends = torch.zeros((rows * width, rows * width), dtype=torch.bool)
     for r in range(rows):
-        attends[r * width : (r + 1) * width, r * width : (r + 1) * width] = layout.attends[r]
+        attends[r * width : (r + 1) * width, r * width : (r + 1) * width] = layout.attends()[r]
     for i in range(ids.shape[0]):
         length = int(mask[i].sum())
         slots = layout.index[i, :length]

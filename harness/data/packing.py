@@ -36,11 +36,17 @@ from torch import Tensor
 
 @dataclass(frozen=True)
 class PackedLayout:
-    """Packed rows (R, C) and where each token of the original (N, T) batch went."""
+    """Packed rows (R, C) and where each token of the original (N, T) batch went.
+
+    Each tree sits in its row in depth-first preorder, so a node's subtree is the run of slots
+    from the node up to `subtree_end` (exclusive): slot k is an ancestor of slot q (or q itself)
+    exactly when k <= q < subtree_end[k]. The (R, C, C) mask is therefore built where it is used,
+    from (R, C) integers, in one comparison (`attends`).
+    """
 
     input_ids: Tensor  # (R, C) long
     position_ids: Tensor  # (R, C) long: depth in the token's prefix tree
-    attends: Tensor  # (R, C, C) bool: query slot attends key slot
+    subtree_end: Tensor  # (R, C) long: one past the last slot of each slot's subtree
     index: Tensor  # (N, T) long: flat slot r·C + c of each real token; 0 at padding
     tokens: int  # distinct real tokens (nodes) in the layout
 
@@ -48,27 +54,65 @@ class PackedLayout:
     def slots(self) -> int:
         return self.input_ids.numel()
 
+    def attends(self) -> Tensor:
+        """(R, C, C) bool: whether query slot q attends key slot k (k is q or one of its ancestors).
+        Unused slots are their own one-slot subtree, so they see only themselves."""
+        slot = torch.arange(self.input_ids.shape[1], device=self.input_ids.device)
+        query, key = slot[:, None], slot[None, :]
+        return (key <= query) & (query < self.subtree_end[:, None, :])
+
     def to(self, device: torch.device) -> PackedLayout:
-        return PackedLayout(self.input_ids.to(device), self.position_ids.to(device), self.attends.to(device),
+        return PackedLayout(self.input_ids.to(device), self.position_ids.to(device), self.subtree_end.to(device),
                             self.index.to(device), self.tokens)
 
 
 @dataclass
 class _Tree:
-    """One prefix tree: its nodes' tokens and depths, the ancestor relation, and each sequence's path."""
+    """One prefix tree in depth-first preorder: its nodes' tokens, depths and subtree ends, and
+    each sequence's path (the node of each of its positions)."""
 
-    tokens: list[int]
-    depths: list[int]
-    paths: dict[int, list[int]]  # sequence index -> node of each of its positions
+    tokens: np.ndarray
+    depths: np.ndarray
+    subtree_end: np.ndarray
+    paths: dict[int, np.ndarray]
 
-    def attends(self) -> np.ndarray:
-        n = len(self.tokens)
-        out = np.zeros((n, n), dtype=bool)
-        for path in self.paths.values():
-            # along a path, position t attends positions <= t: the node's ancestors and itself
-            block = np.ix_(path, path)
-            out[block] |= np.tri(len(path), dtype=bool)
-        return out
+
+def _common_prefix(a: np.ndarray, b: np.ndarray) -> int:
+    shortest = min(len(a), len(b))
+    differ = np.flatnonzero(a[:shortest] != b[:shortest])
+    return int(differ[0]) if differ.size else shortest
+
+
+def _trie(sequences: dict[int, list[int]]) -> _Tree:
+    """The prefix tree of `sequences` (sequence index -> tokens), laid out in preorder.
+
+    In lexicographic order, each sequence adds exactly the nodes past its common prefix with the
+    one before it, and emitting those in that order is a depth-first preorder of the tree. The
+    subtree of a node at depth t ends where a later sequence first shares fewer than t + 1 tokens
+    with its predecessor (a running minimum of the common prefixes). Work per sequence, not per
+    token, outside numpy.
+    """
+    if len(sequences) == 1:  # a chain: every node's subtree runs to the end
+        (i, sequence), = sequences.items()
+        n = len(sequence)
+        return _Tree(np.asarray(sequence, dtype=np.int64), np.arange(n), np.full(n, n), {i: np.arange(n)})
+    order = sorted(sequences, key=sequences.__getitem__)
+    rows = [np.asarray(sequences[i], dtype=np.int64) for i in order]
+    shared = np.array([0] + [_common_prefix(rows[j - 1], rows[j]) for j in range(1, len(rows))], dtype=np.int64)
+    new = np.array([len(row) for row in rows]) - shared
+    starts = np.concatenate([[0], np.cumsum(new)])  # first new slot of each sequence; the last: the size
+    tokens, depths, ends, paths, previous = [], [], [], {}, np.zeros(0, dtype=np.int64)
+    for j, row in enumerate(rows):
+        depth = np.arange(shared[j], len(row))
+        # the first later sequence k with min(shared[j+1..k]) <= depth closes the node's subtree
+        running_min = np.minimum.accumulate(shared[j + 1 :]) if j + 1 < len(rows) else shared[:0]
+        closes = np.searchsorted(-running_min, -depth, side="left")
+        ends.append(starts[j + 1 + closes])  # closes == len(running_min): the tree's end
+        tokens.append(row[shared[j] :])
+        depths.append(depth)
+        previous = np.concatenate([previous[: shared[j]], starts[j] + np.arange(new[j])])
+        paths[order[j]] = previous
+    return _Tree(np.concatenate(tokens), np.concatenate(depths), np.concatenate(ends), paths)
 
 
 def _right_padded_lengths(attention_mask: Tensor) -> Tensor | None:
@@ -80,20 +124,10 @@ def _right_padded_lengths(attention_mask: Tensor) -> Tensor | None:
 
 def _prefix_trees(ids: list[list[int]], keys: list) -> list[_Tree]:
     """One tree per distinct key, holding every sequence with that key (their common prefixes shared)."""
-    trees: dict[object, tuple[_Tree, dict[tuple[int, int], int]]] = {}
+    groups: dict[object, dict[int, list[int]]] = {}
     for i, sequence in enumerate(ids):
-        tree, children = trees.setdefault(keys[i], (_Tree([], [], {}), {}))
-        path, parent = [], -1
-        for depth, token in enumerate(sequence):
-            node = children.get((parent, token))
-            if node is None:
-                node = children[(parent, token)] = len(tree.tokens)
-                tree.tokens.append(token)
-                tree.depths.append(depth)
-            path.append(node)
-            parent = node
-        tree.paths[i] = path
-    return [tree for tree, _ in trees.values()]
+        groups.setdefault(keys[i], {})[i] = sequence
+    return [_trie(sequences) for sequences in groups.values()]
 
 
 def _first_fit_decreasing(sizes: list[int], capacity: int) -> list[list[int]]:
@@ -179,25 +213,21 @@ def _bins(trees: list[_Tree], capacity: int) -> list[list[int]]:
 
 def _build(trees: list[_Tree], capacity: int, bins: list[list[int]], n: int, width: int,
            device: torch.device) -> PackedLayout:
-    sizes = [len(t.tokens) for t in trees]
     packed_ids = np.zeros((len(bins), capacity), dtype=np.int64)
     positions = np.zeros((len(bins), capacity), dtype=np.int64)
-    attends = np.zeros((len(bins), capacity, capacity), dtype=bool)
+    # unused slots: each its own one-slot subtree, so it attends only to itself
+    subtree_end = np.tile(np.arange(1, capacity + 1, dtype=np.int64), (len(bins), 1))
     index = np.zeros((n, width), dtype=np.int64)
     for r, members in enumerate(bins):
         offset = 0
         for k in members:
-            tree, size = trees[k], sizes[k]
-            span = slice(offset, offset + size)
+            tree = trees[k]
+            span = slice(offset, offset + len(tree.tokens))
             packed_ids[r, span] = tree.tokens
             positions[r, span] = tree.depths
-            attends[r, span, span] = tree.attends()
+            subtree_end[r, span] = tree.subtree_end + offset
             for i, path in tree.paths.items():
-                index[i, : len(path)] = r * capacity + offset + np.asarray(path)
-            offset += size
-        free = np.arange(offset, capacity)
-        attends[r, free, free] = True  # unused slots see themselves: no row of the softmax is empty
-    return PackedLayout(
-        torch.from_numpy(packed_ids).to(device), torch.from_numpy(positions).to(device),
-        torch.from_numpy(attends).to(device), torch.from_numpy(index).to(device), sum(sizes),
-    )
+                index[i, : len(path)] = r * capacity + offset + path
+            offset += len(tree.tokens)
+    return PackedLayout(*(torch.from_numpy(a).to(device) for a in (packed_ids, positions, subtree_end, index)),
+                        sum(len(t.tokens) for t in trees))
