@@ -92,6 +92,14 @@ def test_trees_are_laid_out_depth_first_so_subtrees_are_slot_runs():
     ]
 
 
+def test_repeated_and_prefix_sequences_reuse_their_nodes():
+    ids, mask, completion = right_padded([[1, 5, 6], [1, 5, 6], [1, 5], [1, 5, 6, 7]], [1, 1, 1, 1])
+    layout = pack_sequences(ids, mask, completion, share_prompts=True)
+    assert layout.input_ids.tolist() == [[1, 5, 6, 7]]
+    assert layout.subtree_end.tolist() == [[4, 4, 4, 4]]
+    assert layout.index.tolist() == [[0, 1, 2, 0], [0, 1, 2, 0], [0, 1, 0, 0], [0, 1, 2, 3]]
+
+
 def test_common_completion_starts_are_shared_too():
     ids, mask, completion = right_padded([[1, 5, 6, 7], [1, 5, 6, 9]], [2, 2])
     layout = pack_sequences(ids, mask, completion, share_prompts=True)
@@ -137,11 +145,13 @@ def test_every_sequence_sees_exactly_its_own_causal_context(seed, share_prompts)
         assert torch.equal(seen, expected), f"sequence {i}"
 
 
-def test_left_padded_batches_are_not_packed():
+def test_left_padded_batches_and_empty_rows_are_not_packed():
     ids, mask, completion = right_padded([[1, 5, 6], [1, 7]], [1, 1])
     mask[1] = torch.tensor([0, 1, 1])
     assert pack_batch(ids, mask, completion, hidden_size=32) is None
     assert pack_sequences(ids, mask, completion, share_prompts=True) is None
+    mask[1] = 0
+    assert pack_batch(ids, mask, completion, hidden_size=32) is None
 
 
 # ----------------------------------------------------------------------------------------------

@@ -116,8 +116,10 @@ def _trie(sequences: dict[int, list[int]]) -> _Tree:
 
 
 def _right_padded_lengths(attention_mask: Tensor) -> Tensor | None:
-    """Each row's length, or None when a row is not `length` ones followed by zeros."""
+    """Each row's length, or None when a row is empty or not `length` ones followed by zeros."""
     lengths = attention_mask.sum(-1)
+    if not bool((lengths > 0).all()):
+        return None
     expected = torch.arange(attention_mask.shape[1], device=attention_mask.device) < lengths[:, None]
     return lengths if torch.equal(attention_mask.bool(), expected) else None
 
