@@ -16,6 +16,12 @@ This needs an HF-style causal LM (`base_model` + `get_output_embeddings()`), che
 model against its own forward; anything else (a DDP/FSDP wrapper, whose forward must not be
 bypassed; a PEFT wrapper; a model that post-processes its logits, such as Gemma-2's
 soft-capping) falls back to the full forward, with the same results and the old memory cost.
+
+Speed. With `packing` (the default) the body runs once over the batch's packed layout
+(harness.data.packing: a pair's shared prompt computed once, no padding) instead of the padded
+batch, when the model takes a custom 4D mask with explicit position ids (SDPA or eager attention,
+no sliding window) and reproduces its padded pass on a probe batch, checked once per model. A
+DDP/FSDP wrapper gets the packed rows through its own forward.
 """
 
 from __future__ import annotations
