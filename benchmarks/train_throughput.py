@@ -42,7 +42,7 @@ the same count for every side) / seconds / harness.train.hardware.peak_flops), a
 `ratio: X`: harness pairs/s over the faster TRL configuration's pairs/s.
 
 Where the ratio comes from, and why it stays under 2 on the CPU default. Both sides do the
-same arithmetic per real token, and matmuls (about 55% of the harness's CPU time) already run
+same arithmetic per real token, and matmuls (about half of the harness's CPU time) already run
 near this kind of machine's peak (2 AMD EPYC cores: ~170 GFLOP/s on the model's shapes, 187 on a
 4096^3 fp32 matmul). What the harness does not do is work on padding: over the default run's 24
 batches, 33% of the padded positions are padding and 6.7% of the real tokens repeat a prompt, so
@@ -50,9 +50,10 @@ even a perfect layout saves at most 48032/29911 = 1.61x on token-proportional wo
 packing picks hold 1.42x fewer positions (rows of equal length leave some slots empty) and are
 wider (attention costs more per position). The rest is per-step overhead: the padded harness is
 ~1.1x TRL's best. About 1.61 x 1.1 = 1.8 is the ceiling without changing the data or the
-arithmetic; measured 1.44 (2026-11-25). Data with longer prompts or more varied lengths gain more
-(on the sandbox's data, `harness run suites/quickstart.yaml` trains ~1.9x faster packed); this
-benchmark's data were fixed before packing existed and are not tuned to it.
+arithmetic; measured 1.44-1.46 (2026-11-25, with 2 threads or 1). Data with longer prompts or
+more varied lengths gain more (on the sandbox's data, `harness run suites/quickstart.yaml` trains
+~1.9x faster packed); this benchmark's data were fixed before packing existed and are not tuned
+to it.
 
 On a shared CPU, other processes make wall times erratic (two torch threads that wait on each
 other suffer most, their CPU time too): the header shows the load average (this process counts
