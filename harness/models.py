@@ -21,13 +21,28 @@ def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def resolve_model_path(name: str, sandbox_sft_dir: Path | None) -> str:
-    """The `from_pretrained` argument for a suite's `model:` value."""
+# What a causal LM's folder needs (weights, configs, tokenizer); not other formats' duplicates.
+_MODEL_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "tokenizer*"]
+
+
+def resolve_model_path(name: str, sandbox_sft_dir: Path | None, *, where: str = "model") -> str:
+    """A local folder for a suite's `model:` value: the sandbox's SFT model, a folder, or a Hub
+    id's snapshot (downloaded, or from the Hugging Face cache when offline). Always a folder, so
+    that the reference cache can fingerprint the weights."""
     if name == "sandbox":
         if sandbox_sft_dir is None:
             raise HarnessError("model: sandbox needs the sandbox to be built first")
         return str(sandbox_sft_dir)
-    return name
+    if Path(name).expanduser().is_dir():
+        return str(Path(name).expanduser())
+    try:
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(name, allow_patterns=_MODEL_FILES)
+    except Exception as err:  # noqa: BLE001 (any failure to fetch a named model is bad input)
+        raise HarnessError(f"{where}: {name!r} is not a local folder and cannot be fetched from the Hub "
+                           f"({type(err).__name__}: {_first_line(err)}); offline (HF_HUB_OFFLINE=1) only "
+                           "models already in the Hugging Face cache load") from None
 
 
 def load_tokenizer(name_or_path: str):

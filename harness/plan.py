@@ -14,7 +14,7 @@ from typing import Any
 from harness.cache import content_hash
 from harness.losses import get_loss
 from harness.train.regimes import resolve_method_hparams
-from harness.suite import Budget, EvalConfig, MethodEntry, Suite, TrainConfig, identity_fields
+from harness.suite import SANDBOX, Budget, DataConfig, EvalConfig, MethodEntry, Suite, TrainConfig, identity_fields
 
 START = "start"  # the method name of the untrained starting model's evaluation run
 
@@ -31,6 +31,7 @@ class RunSpec:
     model: str
     dataset: str
     sandbox: tuple[tuple[str, Any], ...]
+    data: DataConfig
     budget: Budget
     train: TrainConfig
     evaluate: EvalConfig
@@ -53,6 +54,8 @@ class RunSpec:
             "method": self.method, "method_version": self.method_version,
             "hparams": dict(self.hparams), "seed": self.seed, "model": self.model,
             "dataset": self.dataset, "sandbox": dict(self.sandbox),
+            # how a real dataset is read; absent for the sandbox, whose run ids predate it
+            **({"data": asdict(self.data)} if self.dataset != SANDBOX else {}),
             "budget": asdict(self.budget) if self.trains else None,
             "train": identity_fields(self.train) if self.trains else None,
             "evaluate": asdict(self.evaluate),
@@ -88,7 +91,7 @@ def _spec(suite: Suite, method: str, version: str, hparams: dict[str, Any], seed
     return RunSpec(
         suite=suite.name, method=method, method_version=version,
         hparams=tuple(sorted(hparams.items())), seed=seed, model=suite.model,
-        dataset=suite.dataset, sandbox=tuple(sorted(suite.sandbox.items())),
+        dataset=suite.dataset, sandbox=tuple(sorted(suite.sandbox.items())), data=suite.data,
         budget=suite.budget, train=suite.train, evaluate=suite.evaluate,
     )
 

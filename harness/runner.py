@@ -16,6 +16,7 @@ import torch
 
 from harness import __version__
 from harness.data.jsonl import read_jsonl
+from harness.data.prepare import prepare_dataset
 from harness.cache import cache_root
 from harness.data.sandbox.world import Sandbox, SandboxConfig, load_or_build_sandbox
 from harness.errors import HarnessError
@@ -30,7 +31,7 @@ from harness.plan import RunSpec, plan_suite
 from harness.plugins import load_suite_plugins
 from harness.results import ResultStore, method_card
 from harness.results.schema import ACCOUNTING_COLUMNS, IDENTITY_COLUMNS, SCHEMA_VERSION
-from harness.suite import Suite
+from harness.suite import SANDBOX, Suite
 from harness.train.budget import Accounting
 from harness.train.checkpoint import RunCheckpoint
 from harness.train.data import TrainData, paired_from_rows, sessions_from_rows, unpaired_from_rows
@@ -60,6 +61,7 @@ class World:
     eval_prompts: list[str]
     reward: RewardModel  # evaluate.reward_model: the judge of rewards and win rates
     device: torch.device
+    data_loading: dict[str, Any] | None = None  # a real dataset's load stats per file (harness.data.prepare)
     _baseline: Baseline | None = None
     _data: dict[str, TrainData] = field(default_factory=dict)
     _reference: dict[str, torch.Tensor] = field(default_factory=dict)
@@ -75,8 +77,9 @@ class World:
     def rows(self, shape: str) -> list[dict]:
         path = self.files.get(shape)
         if path is None or not path.exists():
-            raise HarnessError(f"the dataset has no {shape!r} data ({path or 'no file'}); "
-                               "rebuild the sandbox or pick methods that train on pairs")
+            raise HarnessError(f"the dataset has no {shape!r} data ({path or 'no file'}); pick methods that train "
+                               "on what it has (a real dataset gives pairs and unpaired rows, sft and sessions "
+                               "only when it has their columns)")
         return read_jsonl(path)
 
     def data(self, shape: str) -> TrainData:
@@ -126,39 +129,54 @@ def use_one_thread_for_tiny_models(device: torch.device, parameters: int) -> Non
 
 
 def prepare_world(suite: Suite) -> World:
-    """Build or load the sandbox, the start model and the data (only the sandbox for now)."""
-    if suite.model != "sandbox" or suite.dataset != "sandbox":
+    """The start model, the data and the reward model of a suite: the sandbox's, or real ones
+    (a local folder or Hub id for `model:` and `evaluate.reward_model`, a local file, folder or
+    Hub id for `dataset:`), which may be mixed."""
+    sandbox, config = _built_sandbox(suite) if _uses_sandbox(suite) else (None, SandboxConfig())
+    device = pick_device()
+    start_path = resolve_model_path(suite.model, sandbox.sft_dir if sandbox else None, where=f"{suite.path}: model")
+    tokenizer = load_tokenizer(start_path)
+    data_loading = None
+    if suite.dataset == SANDBOX:
+        files = {shape: sandbox.data(name) for shape, name in SANDBOX_TRAIN_FILES.items()}
+        files["eval_pairs"] = sandbox.data("pairs_eval")
+        prompts = [r["prompt"] for r in read_jsonl(sandbox.data("eval_prompts"))]
+    else:
+        prepared = prepare_dataset(suite.dataset, suite.data, tokenizer, folder_fingerprint(start_path),
+                                   suite.train.max_length, where=str(suite.path))
+        files, prompts, data_loading = prepared.files, prepared.prompts, prepared.stats
+    start_model = frozen_copy(load_policy(start_path, device))
+    use_one_thread_for_tiny_models(device, sum(p.numel() for p in start_model.parameters()))
+    return World(
+        start_path=start_path, tokenizer=tokenizer,
+        start_model=start_model, files=files,
+        max_length=suite.train.max_length, packing=suite.train.packing,
+        eval_prompts=prompts[: suite.evaluate.prompts],
+        reward=load_reward_model(suite.evaluate.reward_model, length_weight=config.length_weight,
+                                 fluency_weight=config.fluency_weight, device=device,
+                                 batch_size=suite.evaluate.reward_batch_size, where=f"{suite.path}: evaluate.reward_model"),
+        device=device, data_loading=data_loading,
+    )
+
+
+def _uses_sandbox(suite: Suite) -> bool:
+    """Whether the suite's model or data come from the sandbox; a real dataset needs a real judge."""
+    if suite.dataset != SANDBOX and suite.evaluate.reward_model == "gold":
         raise HarnessError(
-            f"{suite.path}: model/dataset other than 'sandbox' are not supported by this version; "
-            "set model: sandbox and dataset: sandbox"
+            f"{suite.path}: evaluate.reward_model 'gold' scores the sandbox's language only; with dataset "
+            f"{suite.dataset!r} name a reward model (a local folder or a Hub id)"
         )
+    return SANDBOX in (suite.model, suite.dataset)
+
+
+def _built_sandbox(suite: Suite) -> tuple[Sandbox, SandboxConfig]:
     config = SandboxConfig.from_dict(suite.sandbox, str(suite.path))
     if is_main():  # under a multi-process launch the main process builds, the others then read
         sandbox, _ = load_or_build_sandbox(config)
     barrier()
     if not is_main():
         sandbox, _ = load_or_build_sandbox(config, verbose=False)
-    return _sandbox_world(suite, sandbox, config)
-
-
-def _sandbox_world(suite: Suite, sandbox: Sandbox, config: SandboxConfig) -> World:
-    device = pick_device()
-    start_path = resolve_model_path("sandbox", sandbox.sft_dir)
-    tokenizer = load_tokenizer(start_path)
-    prompts = [r["prompt"] for r in read_jsonl(sandbox.data("eval_prompts"))][: suite.evaluate.prompts]
-    files = {shape: sandbox.data(name) for shape, name in SANDBOX_TRAIN_FILES.items()}
-    files["eval_pairs"] = sandbox.data("pairs_eval")
-    start_model = frozen_copy(load_policy(start_path, device))
-    use_one_thread_for_tiny_models(device, sum(p.numel() for p in start_model.parameters()))
-    return World(
-        start_path=start_path, tokenizer=tokenizer,
-        start_model=start_model, files=files,
-        max_length=suite.train.max_length, packing=suite.train.packing, eval_prompts=prompts,
-        reward=load_reward_model(suite.evaluate.reward_model, length_weight=config.length_weight,
-                                 fluency_weight=config.fluency_weight, device=device,
-                                 batch_size=suite.evaluate.reward_batch_size, where=f"{suite.path}: evaluate.reward_model"),
-        device=device,
-    )
+    return sandbox, config
 
 
 def run_suite(suite: Suite, results_root: Path, *, log=print) -> SuiteOutcome:
@@ -282,7 +300,7 @@ def estimate_plan(suite: Suite, specs: list[RunSpec]) -> dict[str, tuple[int, fl
     a measured FLOP/s of one forward-backward pass; trains nothing. Empty when the sandbox is
     not built yet (building it would train the sandbox's model)."""
     config = SandboxConfig.from_dict(suite.sandbox, str(suite.path))
-    if not (cache_root() / "sandbox" / config.key()).exists():
+    if _uses_sandbox(suite) and not (cache_root() / "sandbox" / config.key()).exists():
         return {}
     world = prepare_world(suite)
     shape = ModelShape.of(world.start_model)
@@ -393,7 +411,8 @@ def _manifest(spec: RunSpec, world: World) -> dict[str, Any]:
         "method": method_card(get_loss(spec.method)) if spec.trains else None,  # for report cards
         "versions": {"harness": __version__, "torch": torch.__version__, "python": platform.python_version()},
         "git_sha": _git_sha(), "hardware": _hardware(world.device),
-        "truncated_sequences": {shape: data.truncated for shape, data in world._data.items()}, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "truncated_sequences": {shape: data.truncated for shape, data in world._data.items()},
+        "data_loading": world.data_loading, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
 

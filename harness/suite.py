@@ -24,6 +24,7 @@ import yaml
 from harness.errors import HarnessError, did_you_mean
 
 BUDGET_KINDS = ("flops", "tokens", "examples", "steps")
+SANDBOX = "sandbox"  # the `model:` / `dataset:` value naming the offline world
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,19 @@ class EvalConfig:
     lm_eval_batch_size: int = 8
 
 
+ON_INVALID_ROWS = ("drop", "error")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How a real `dataset:` is read (harness.data.loading); the sandbox ignores it."""
+
+    train_split: str = "train"
+    eval_split: str = "test"  # held-out pairs: evaluation prompts and preference accuracy
+    on_invalid: str = "drop"  # rows with an empty completion or no room for one: drop (warned) | error
+    max_prompt_length: int = 0  # tokens; longer prompts are invalid rows (0: no limit but max_length)
+
+
 @dataclass(frozen=True)
 class MethodEntry:
     """One `methods:` entry: a registry name and the hyper-parameters given for it (may hold lists)."""
@@ -91,6 +105,7 @@ class Suite:
     sandbox: dict[str, Any] = field(default_factory=dict)
     model: str = "sandbox"
     dataset: str = "sandbox"
+    data: DataConfig = field(default_factory=DataConfig)
     seeds: tuple[int, ...] = (0,)
     budget: Budget = field(default_factory=Budget)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -99,7 +114,7 @@ class Suite:
 
 
 TOP_LEVEL_KEYS = {
-    "name", "description", "sandbox", "model", "dataset", "methods", "seeds", "budget", "train",
+    "name", "description", "sandbox", "model", "dataset", "data", "methods", "seeds", "budget", "train",
     "evaluate", "plugins",
 }
 
@@ -139,12 +154,21 @@ def parse_suite(raw: dict[str, Any], path: Path) -> Suite:
         sandbox=_mapping(raw.get("sandbox"), where, "sandbox"),
         model=str(raw.get("model", "sandbox")),
         dataset=str(raw.get("dataset", "sandbox")),
+        data=_data(_section(raw, "data", DataConfig, where), where),
         seeds=tuple(seeds),
         budget=_budget(_section(raw, "budget", Budget, where), where),
         train=_section(raw, "train", TrainConfig, where),
         evaluate=_evaluate(_section(raw, "evaluate", EvalConfig, where), where),
         plugins=tuple(str(p) for p in raw.get("plugins", []) or []),
     )
+
+
+def _data(data: DataConfig, where: str) -> DataConfig:
+    if data.on_invalid not in ON_INVALID_ROWS:
+        raise HarnessError(f"{where}: data.on_invalid = {data.on_invalid!r} should be one of {', '.join(ON_INVALID_ROWS)}")
+    if data.max_prompt_length < 0:
+        raise HarnessError(f"{where}: data.max_prompt_length must be >= 0 (0: no limit)")
+    return data
 
 
 def _parse_methods(value: Any, where: str) -> tuple[MethodEntry, ...]:

@@ -1,0 +1,80 @@
+"""A real suite's `dataset:` turned into the files the runner reads, as the sandbox provides them.
+
+The dataset (a local file or folder, or a Hub id; harness.data.loading) is read once per
+(source, `data:` settings, tokenizer, max_length) and written as the sandbox's files under
+`$HARNESS_CACHE/datasets/<key>/`, so that every data shape reaches the trainer the same way:
+
+    pairs_train      the train split as pairs              (paired methods)
+    unpaired_train   the train split unpaired (TRL's convention: chosen desirable, rejected not),
+                     or the dataset's own prompt/completion/label rows       (KTO-style methods)
+    sft_train        prompt/completion demonstrations, when the dataset has them  (SPIN)
+    sessions_train   multi-turn sessions, when the dataset has them               (SDPO)
+    pairs_eval       the eval split as pairs: evaluation prompts, implicit-reward accuracy
+
+A shape the dataset cannot provide gets no file; a method that needs it then fails with a
+one-line error naming the shape. What loading did (rows read, dropped by reason, truncated) is
+written beside the files as `stats.json`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.cache import cached_folder, content_hash
+from harness.data.jsonl import read_jsonl, write_jsonl
+from harness.data.loading import LoadedRows, load_rows
+from harness.errors import HarnessError
+from harness.suite import DataConfig
+
+LOADER_VERSION = 1  # bump when loading would produce different rows from the same source
+# runner shape -> (loading shape, file name, split attribute of DataConfig, required)
+SHAPES = {
+    "paired": ("pairs", "pairs_train", "train_split", True),
+    "unpaired": ("unpaired", "unpaired_train", "train_split", True),
+    "sft": ("sft", "sft_train", "train_split", False),
+    "sessions": ("sessions", "sessions_train", "train_split", False),
+    "eval_pairs": ("pairs", "pairs_eval", "eval_split", True),
+}
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    files: dict[str, Path]  # runner shape (and "eval_pairs") -> jsonl file
+    prompts: list[str]  # distinct evaluation prompts, in the eval split's order
+    stats: dict[str, Any]  # file name -> what loading did (harness.data.loading.LoadStats)
+
+
+def prepare_dataset(source: str, data: DataConfig, tokenizer, tokenizer_key: str, max_length: int,
+                    *, where: str) -> PreparedData:
+    """Read `source` into the sandbox's file layout (once; later calls read the cache)."""
+    key = content_hash({"source": source, "data": vars(data), "tokenizer": tokenizer_key,
+                        "max_length": max_length, "version": LOADER_VERSION})
+    folder, _ = cached_folder("datasets", key, lambda tmp: _write(tmp, _load_all(source, data, tokenizer, max_length, where)))
+    files = {shape: folder / f"{name}.jsonl" for shape, (_, name, _, _) in SHAPES.items()
+             if (folder / f"{name}.jsonl").exists()}
+    prompts = list(dict.fromkeys(row["prompt"] for row in read_jsonl(files["eval_pairs"])))
+    return PreparedData(files, prompts, json.loads((folder / "stats.json").read_text()))
+
+
+def _load_all(source: str, data: DataConfig, tokenizer, max_length: int, where: str) -> dict[str, LoadedRows]:
+    loaded = {}
+    for loading_shape, name, split_attr, required in SHAPES.values():
+        try:
+            loaded[name] = load_rows(
+                source, loading_shape, tokenizer=tokenizer, split=getattr(data, split_attr), max_length=max_length,
+                max_prompt_length=data.max_prompt_length or None, on_invalid=data.on_invalid,
+            )
+        except HarnessError as err:
+            if required:
+                raise HarnessError(f"{where}: dataset: {err}") from None
+            # an optional shape the data does not have (no such columns): no file
+    return loaded
+
+
+def _write(folder: Path, loaded: dict[str, LoadedRows]) -> None:
+    for name, rows in loaded.items():
+        write_jsonl(folder / f"{name}.jsonl", rows.rows)
+    (folder / "stats.json").write_text(json.dumps({name: rows.stats.as_dict() for name, rows in loaded.items()}, indent=1))
