@@ -6,6 +6,7 @@ A suite is a YAML mapping; every key is checked here, so a typo is caught before
     sandbox: {}                      # the offline world's settings (harness.data.sandbox.world)
     model: sandbox                   # "sandbox" (its SFT model), a local folder or a Hub id
     dataset: sandbox                 # "sandbox" (its preference pairs), a local file or a Hub id
+    data: {train_split: train, eval_split: test}   # how a real dataset is read (DataConfig)
     methods: [dpo, {ipo: {tau: 0.1}}, {simpo: {beta: [2.0, 2.5]}}]   # lists expand to a grid
     seeds: [0]
     budget: {kind: flops, value: 3.0e11}
