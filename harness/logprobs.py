@@ -274,9 +274,11 @@ def _logits_rows(model: torch.nn.Module, input_ids: Tensor, attention_mask: Tens
 
 def _layout(model: torch.nn.Module, input_ids: Tensor, attention_mask: Tensor,
             completion_mask: Tensor) -> PackedLayout | None:
-    """The batch's packed layout when it is cheaper than the padded batch for this model's width."""
-    hidden_size = getattr(getattr(_unwrapped(model), "config", None), "hidden_size", None)
-    if not isinstance(hidden_size, int):
+    """The batch's packed layout when it is cheaper than the padded batch for this model's width
+    (None without building one for a model already known not to take packed rows)."""
+    inner = _unwrapped(model)
+    hidden_size = getattr(getattr(inner, "config", None), "hidden_size", None)
+    if not isinstance(hidden_size, int) or _PACKING_OK.get(inner) is False:
         return None
     return pack_batch(input_ids, attention_mask, completion_mask, hidden_size=hidden_size)
 

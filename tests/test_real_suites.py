@@ -102,6 +102,7 @@ def test_a_real_suite_trains_evaluates_and_ranks(world):
     ("sft_method", "the dataset has no 'sft' data"),
     ("scores_method", "needs 'scores'"),
     ("hub_model", "cannot be fetched from the Hub"),
+    ("one_file", "gives the same rows for data.train_split 'train' and data.eval_split 'test'"),
 ])
 def test_bad_real_suites_get_one_line_errors(world, harness_cache, capsys, case, expected):
     model, data, reward, methods = world["model"], world["data"], str(world["reward"]), "[dpo]"
@@ -115,6 +116,8 @@ def test_bad_real_suites_get_one_line_errors(world, harness_cache, capsys, case,
         methods = "[odpo_offset]"
     elif case == "hub_model":
         model = Path("nobody-here/no-such-model")
+    elif case == "one_file":
+        data = world["data"] / "train.jsonl"
     suite = write_suite(world["root"] / f"{case}.yaml", model, data, reward, methods)
     code = main(["run", str(suite), "--results", str(world["root"] / f"results-{case}"),
                  "--reports", str(world["root"] / f"reports-{case}")])

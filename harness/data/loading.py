@@ -87,11 +87,13 @@ class LoadedRows:
 
 
 def load_rows(source: str, shape: str, *, tokenizer=None, split: str = "train", max_length: int | None = None,
-              max_prompt_length: int | None = None, on_invalid: str = "drop", sandbox=None) -> LoadedRows:
+              max_prompt_length: int | None = None, on_invalid: str = "drop", sandbox=None,
+              records: tuple[list[dict[str, Any]], str] | None = None) -> LoadedRows:
     """Standardized rows of `shape` from `source` (see the module docstring), and what was done.
 
     `tokenizer` renders conversational data and counts tokens (needed for those, and for any
-    length limit); `sandbox` is a built `Sandbox` (or its folder) for "sandbox:<name>" sources.
+    length limit); `sandbox` is a built `Sandbox` (or its folder) for "sandbox:<name>" sources;
+    `records` is what `read_records(source, split)` returned, for a caller reading several shapes.
     """
     if shape not in SHAPES:
         raise HarnessError(f"{source}: unknown data shape {shape!r} (valid: {', '.join(SHAPES)})")
@@ -99,7 +101,7 @@ def load_rows(source: str, shape: str, *, tokenizer=None, split: str = "train", 
         raise HarnessError(f"{source}: on_invalid must be one of {', '.join(ON_INVALID)}, not {on_invalid!r}")
     if (max_length is not None or max_prompt_length is not None) and tokenizer is None:
         raise HarnessError(f"{source}: a length limit needs the tokenizer to count tokens")
-    records, name = read_records(source, split, sandbox=sandbox)
+    records, name = records or read_records(source, split, sandbox=sandbox)
     stats = LoadStats(source=name, shape=shape, split=split, rows_read=len(records), max_length=max_length)
     if not records:
         raise HarnessError(f"{name}: no rows (split {split!r})")

@@ -25,7 +25,7 @@ from typing import Any
 
 from harness.cache import cached_folder, content_hash
 from harness.data.jsonl import read_jsonl, write_jsonl
-from harness.data.loading import LoadedRows, load_rows
+from harness.data.loading import LoadedRows, load_rows, read_records
 from harness.errors import HarnessError
 from harness.suite import DataConfig
 
@@ -59,13 +59,31 @@ def prepare_dataset(source: str, data: DataConfig, tokenizer, tokenizer_key: str
     return PreparedData(files, prompts, json.loads((folder / "stats.json").read_text()))
 
 
+def _read_splits(source: str, data: DataConfig, where: str) -> dict[str, tuple[list[dict], str]]:
+    """Each split's records, read once; an eval split that is the train split is refused (a
+    single file, or a folder whose files name no split, has one split only)."""
+    try:
+        splits = {split: read_records(source, split) for split in (data.train_split, data.eval_split)}
+    except HarnessError as err:
+        raise HarnessError(f"{where}: dataset: {err}") from None
+    if data.train_split != data.eval_split and splits[data.train_split][0] == splits[data.eval_split][0]:
+        raise HarnessError(
+            f"{where}: dataset {source!r} gives the same rows for data.train_split {data.train_split!r} and "
+            f"data.eval_split {data.eval_split!r}; evaluating on training prompts is not a held-out test: "
+            "give a folder with one file per split (train.jsonl, test.jsonl) or a Hub dataset with both splits"
+        )
+    return splits
+
+
 def _load_all(source: str, data: DataConfig, tokenizer, max_length: int, where: str) -> dict[str, LoadedRows]:
+    splits = _read_splits(source, data, where)
     loaded = {}
     for loading_shape, name, split_attr, required in SHAPES.values():
         try:
             loaded[name] = load_rows(
                 source, loading_shape, tokenizer=tokenizer, split=getattr(data, split_attr), max_length=max_length,
                 max_prompt_length=data.max_prompt_length or None, on_invalid=data.on_invalid,
+                records=splits[getattr(data, split_attr)],
             )
         except HarnessError as err:
             if required:
