@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from harness.data.loading import ON_INVALID
 from harness.errors import HarnessError, did_you_mean
 
 BUDGET_KINDS = ("flops", "tokens", "examples", "steps")
@@ -74,9 +75,6 @@ class EvalConfig:
     lm_eval_limit: int = 0  # documents per task (0: all)
     lm_eval_fewshot: int = -1  # few-shot examples (-1: each task's own default)
     lm_eval_batch_size: int = 8
-
-
-ON_INVALID_ROWS = ("drop", "error")
 
 
 @dataclass(frozen=True)
@@ -165,8 +163,8 @@ def parse_suite(raw: dict[str, Any], path: Path) -> Suite:
 
 
 def _data(data: DataConfig, where: str) -> DataConfig:
-    if data.on_invalid not in ON_INVALID_ROWS:
-        raise HarnessError(f"{where}: data.on_invalid = {data.on_invalid!r} should be one of {', '.join(ON_INVALID_ROWS)}")
+    if data.on_invalid not in ON_INVALID:
+        raise HarnessError(f"{where}: data.on_invalid = {data.on_invalid!r} should be one of {', '.join(ON_INVALID)}")
     if data.max_prompt_length < 0:
         raise HarnessError(f"{where}: data.max_prompt_length must be >= 0 (0: no limit)")
     return data
