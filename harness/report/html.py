@@ -20,7 +20,7 @@ from plotly.offline import get_plotlyjs
 
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto;
-       max-width: 1200px; padding: 0 1rem; color: #222; line-height: 1.45; }
+       max-width: 1320px; padding: 0 1rem; color: #222; line-height: 1.45; }
 h1 { margin-bottom: 0.2rem; } h2 { margin-top: 2.2rem; border-bottom: 1px solid #ddd; }
 p.lead { color: #444; } .note { background: #fff8e1; border-left: 4px solid #f0b400;
   padding: 0.6rem 0.9rem; margin: 1rem 0; } .muted { color: #666; font-size: 0.9rem; }
