@@ -222,16 +222,9 @@ def rank_new_methods(
 
 
 def _print_ranking(results_root: Path, suite: str, new: list[str], log: Callable[[str], Any]) -> None:
-    from harness.rank import (
-        KL,
-        REWARD,
-        WIN_RATE,
-        format_interval,
-        format_leaderboard,
-        format_value,
-        leaderboard,
-        paired_tests,
-    )
+    from harness.rank import (KL, WIN_RATE, format_interval, format_leaderboard, format_value, leaderboard,
+                              paired_tests, reward_key)
+    from harness.report.suite import label
     from harness.results import ResultStore
 
     store = ResultStore(results_root, suite)
@@ -242,10 +235,11 @@ def _print_ranking(results_root: Path, suite: str, new: list[str], log: Callable
     board = leaderboard(metrics, samples=samples)
     log(format_leaderboard(board))
     tests = paired_tests(metrics, samples) if len(samples) else None
+    reward = reward_key(metrics)
     for _, row in board[board["method"].isin(new)].iterrows():
         entry = row["entry"]
-        parts = [f"{label} {format_interval(row[key], row[key + ':ci_low'], row[key + ':ci_high'])}"
-                 for key, label in ((WIN_RATE, "win rate vs start"), (REWARD, "gold reward"), (KL, "KL"))
+        parts = [f"{name} {format_interval(row[key], row[key + ':ci_low'], row[key + ':ci_high'])}"
+                 for key, name in ((WIN_RATE, "win rate vs start"), (reward, label(reward)), (KL, "KL"))
                  if key in board.columns]
         log(f"{entry} ({get_loss(row['method']).origin}): rank {format_value(row['rank'])} of {len(board)}; "
             + "; ".join(parts))
@@ -255,7 +249,7 @@ def _print_ranking(results_root: Path, suite: str, new: list[str], log: Callable
                 # + 0.0 turns the -0.0 of a mirrored zero difference into 0
                 lo, hi = sorted((sign * t["diff_ci_low"] + 0.0, sign * t["diff_ci_high"] + 0.0))
                 verdict = "significant" if t["significant"] else "not significant"
-                log(f"  vs {other}: Δ gold reward per prompt {sign * t['diff'] + 0.0:+.3g} [{lo:.3g}, {hi:.3g}], "
+                log(f"  vs {other}: Δ {label(reward)} per prompt {sign * t['diff'] + 0.0:+.3g} [{lo:.3g}, {hi:.3g}], "
                     f"Wilcoxon p {format_value(t['p_value'])}, Holm p {format_value(t['p_holm'])} ({verdict})")
 
 

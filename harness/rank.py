@@ -52,12 +52,25 @@ import pandas as pd
 from scipy import stats
 
 WIN_RATE = "win_rate/win_rate_vs_start"
-REWARD = "gold_reward/reward_mean"
+REWARD = "gold_reward/reward_mean"  # the sandbox's exact reward
+JUDGE_REWARD = "reward_model/reward_mean"  # a real suite's reward model (evaluate.reward_model)
 KL = "kl/kl_k3"
-HEADLINE = (WIN_RATE, REWARD, KL)
+HEADLINE_KEYS = (WIN_RATE, REWARD, JUDGE_REWARD, KL)  # every key a headline column can show
 START_METHOD = "start"
 COMPUTE_COLUMNS = ("flops_total", "flops_reference", "optimizer_steps", "train_seconds")
 CONFIDENCE = 0.95
+
+
+def reward_key(metrics: pd.DataFrame) -> str:
+    """The suite's reward metric: the gold reward where it was measured (the sandbox), else the
+    reward model's mean score."""
+    keys = set(metrics["evaluator"].astype(str) + "/" + metrics["metric"].astype(str)) if len(metrics) else set()
+    return JUDGE_REWARD if JUDGE_REWARD in keys and REWARD not in keys else REWARD
+
+
+def headline_of(metrics: pd.DataFrame) -> tuple[str, str, str]:
+    """The headline metrics of a suite's results: win rate, its reward metric, KL."""
+    return (WIN_RATE, reward_key(metrics), KL)
 
 
 def metric_key(evaluator: str, metric: str) -> str:
@@ -193,10 +206,11 @@ def higher_is_better(metrics: pd.DataFrame) -> dict[str, bool | None]:
     return out
 
 
-def ranked_metrics(metrics: pd.DataFrame, headline: Sequence[str] = HEADLINE) -> list[str]:
-    """The headline metrics that enter the aggregate rank: those stored with higher_is_better True."""
+def ranked_metrics(metrics: pd.DataFrame, headline: Sequence[str] | None = None) -> list[str]:
+    """The headline metrics (default `headline_of`) that enter the aggregate rank: those stored
+    with higher_is_better True."""
     direction = higher_is_better(metrics)
-    return [key for key in headline if direction.get(key) is True]
+    return [key for key in headline or headline_of(metrics) if direction.get(key) is True]
 
 
 def _run_table(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -210,7 +224,7 @@ def _run_table(metrics: pd.DataFrame) -> pd.DataFrame:
 
 def leaderboard(
     metrics: pd.DataFrame,
-    headline: Sequence[str] = HEADLINE,
+    headline: Sequence[str] | None = None,
     rank_by: Sequence[str] | None = None,
     samples: pd.DataFrame | None = None,
     resamples: int = 2000,
@@ -231,6 +245,7 @@ def leaderboard(
     runs = _run_table(metrics)
     if runs.empty:
         return pd.DataFrame(columns=["entry", "method", "hparams", "is_start", "n_seeds", "rank"])
+    headline = headline or headline_of(metrics)
     evals = final_eval(metrics).merge(runs[["run_id", "entry"]], on="run_id")
     direction = higher_is_better(metrics)
     ranked = list(rank_by) if rank_by is not None else ranked_metrics(metrics, headline)
@@ -324,7 +339,7 @@ def format_interval(mean: float, lo: float, hi: float) -> str:
     return f"{format_value(mean)} [{format_value(lo)}, {format_value(hi)}]"
 
 
-def format_leaderboard(board: pd.DataFrame, headline: Sequence[str] = HEADLINE) -> str:
+def format_leaderboard(board: pd.DataFrame, headline: Sequence[str] = HEADLINE_KEYS) -> str:
     """The leaderboard as a plain-text table (for `harness rank`)."""
     rows = []
     for _, r in board.iterrows():
@@ -358,6 +373,7 @@ def _k3(policy_logp: pd.Series, reference_logp: pd.Series) -> np.ndarray:
 SAMPLE_METRICS = {
     WIN_RATE: lambda s: s["outcome"].to_numpy(float),
     REWARD: lambda s: s["reward"].to_numpy(float),
+    JUDGE_REWARD: lambda s: s["reward"].to_numpy(float),
     KL: lambda s: _k3(s["policy_logp"], s["reference_logp"]),
     "kl/kl_k1": lambda s: (s["policy_logp"] - s["reference_logp"]).to_numpy(float),
     "kl/kl_token_exact": lambda s: s["token_kl"].to_numpy(float),
@@ -376,10 +392,13 @@ def per_prompt_values(samples: pd.DataFrame, metrics: pd.DataFrame, keys: Sequen
     if rows.empty:
         return pd.DataFrame(columns=columns)
     out = []
-    needed = {WIN_RATE: ["outcome"], REWARD: ["reward"], KL: ["policy_logp", "reference_logp"],
+    needed = {WIN_RATE: ["outcome"], REWARD: ["reward"], JUDGE_REWARD: ["reward"], KL: ["policy_logp", "reference_logp"],
               "kl/kl_k1": ["policy_logp", "reference_logp"], "kl/kl_token_exact": ["token_kl"],
               "length/completion_tokens": ["completion_tokens"]}
-    for key in keys or SAMPLE_METRICS:
+    if keys is None:  # the recomputable metrics the runs measured
+        measured = set(final_eval(metrics)["key"])
+        keys = [k for k in SAMPLE_METRICS if k in measured]
+    for key in keys:
         if not set(needed[key]) <= set(rows.columns):
             continue
         frame = rows[["run_id", "entry", "seed", "prompt_id"]].copy()
@@ -450,19 +469,20 @@ def _entry_prompt_means(prompts: pd.DataFrame, key: str) -> pd.DataFrame:
 def paired_tests(
     metrics: pd.DataFrame,
     samples: pd.DataFrame,
-    key: str = REWARD,
+    key: str | None = None,
     order: Sequence[str] | None = None,
     resamples: int = 2000,
     seed: int = 0,
     alpha: float = 0.05,
 ) -> pd.DataFrame:
-    """Every pair of entries compared on the prompts both were evaluated on (see the module
-    docstring). One row per pair (a before b in `order`, default best mean first): a, b, key,
+    """Every pair of entries compared on `key` (default: the suite's reward, `reward_key`) over the
+    prompts both were evaluated on (see the module docstring). One row per pair (a before b in `order`, default best mean first): a, b, key,
     n_prompts, mean_a, mean_b, diff (mean of a − b per prompt), diff_ci_low, diff_ci_high (paired
     bootstrap over prompts), statistic and p_value (Wilcoxon signed-rank, two-sided), p_holm
     (Holm over all rows), significant (p_holm < alpha)."""
     columns = ["a", "b", "key", "n_prompts", "mean_a", "mean_b", "diff", "diff_ci_low", "diff_ci_high",
                "statistic", "p_value", "p_holm", "significant"]
+    key = key or reward_key(metrics)
     prompts = per_prompt_values(samples, metrics, [key])
     table = _entry_prompt_means(prompts, key) if len(prompts) else pd.DataFrame()
     entries = list(table.columns)

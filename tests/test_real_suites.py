@@ -90,7 +90,14 @@ def test_a_real_suite_trains_evaluates_and_ranks(world):
     manifest = json.loads(next((world["root"] / "results" / "real").glob("*.json")).read_text())
     assert manifest["data_loading"]["pairs_train"]["rows"] == 24
     assert manifest["data_loading"]["unpaired_train"]["converted"] == "pairs -> unpaired"
-    assert (world["root"] / "reports" / "real.html").exists()
+    # judged by the reward model: its score is the reward column, the frontier and the tests' metric
+    lines = out.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("rank "))
+    assert "reward_model/reward_mean" in lines[header] and "gold_reward" not in lines[header]
+    assert not any("–" in row for row in lines[header + 1 : header + 5]), lines[header : header + 5]  # no gaps
+    html = (world["root"] / "reports" / "real.html").read_text()
+    assert "reward-model score" in html and "Δ reward-model score (A − B)" in html
+    assert "No entry has both" not in html and "gold reward" not in html
     again = harness("run", str(suite), "--results", "results", "--reports", "reports", cwd=world["root"],
                     cache=world["cache"])
     assert "4 runs planned, 4 stored, 0 to run" in again.stdout

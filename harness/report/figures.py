@@ -42,7 +42,7 @@ def frontier_figure(
     x_title: str = "KL(π ‖ π_ref), k3 estimator (nats)",
     y_title: str = "gold reward (mean over prompts)",
 ) -> go.Figure | None:
-    """Gold reward against KL, one point per entry with its 95% CI as error bars on both axes,
+    """Reward (`y`, the gold reward by default) against KL, one point per entry with its 95% CI as error bars on both axes,
     the start model as a grey star, and the Pareto frontier as a dashed line. None when no entry
     has both measurements."""
     points = board.dropna(subset=[x, y])

@@ -11,7 +11,7 @@ from urllib.parse import quote
 import pandas as pd
 
 from harness.errors import HarnessError
-from harness.rank import HEADLINE, format_interval, format_value, leaderboard
+from harness.rank import HEADLINE_KEYS, format_interval, format_value, leaderboard
 from harness.report.html import Cell, esc, page, table, write_atomic
 from harness.report.suite import SAMPLE_COLUMNS, label, suite_summary, write_suite_report
 from harness.results import ResultStore
@@ -58,7 +58,7 @@ def write_leaderboard(results_root: Path, reports_root: Path, *, suite_reports: 
 
 def suite_table(board: pd.DataFrame, suite: str) -> str:
     """One suite's entries: rank, entry, seeds, headline metrics with CIs, FLOPs and steps."""
-    keys = [k for k in HEADLINE if k in board.columns]
+    keys = [k for k in HEADLINE_KEYS if k in board.columns]
     headers = [("rank", False), ("entry", True), ("seeds", False)] + [(label(k), False) for k in keys]
     headers += [("FLOPs", False), ("optimizer steps", False)]
     rows = []

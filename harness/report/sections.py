@@ -21,6 +21,7 @@ from harness.report.html import Cell, esc, table
 # Evaluators first in the methods × tasks table, in this order; the rest follow alphabetically.
 TASK_ORDER = ("lm_eval", "win_rate", "gold_reward")
 EVALUATOR_TITLES = {"lm_eval": "lm-eval tasks", "win_rate": "win rates", "gold_reward": "gold reward",
+                    "reward_model": "reward model",
                     "kl": "KL to the reference", "length": "length"}
 
 COMPUTE_COLUMNS = (
@@ -108,7 +109,7 @@ def _best(values: pd.Series, higher: bool | None) -> float | None:
 
 SIGNIFICANCE_TEXT = (
     "Each pair of entries is compared on the same held-out prompts. Per prompt, an entry's value is "
-    "its mean gold reward over seeds and samples; Δ is the mean over prompts of the difference "
+    "its mean {reward} over seeds and samples; Δ is the mean over prompts of the difference "
     "(A − B) with a paired bootstrap 95% CI over prompts; p is the two-sided Wilcoxon signed-rank "
     "test on the per-prompt differences; Holm p is corrected for the number of pairs (family-wise "
     "error 5%). Rows significant after the correction are shaded."
@@ -116,16 +117,17 @@ SIGNIFICANCE_TEXT = (
 
 MATRIX_TEXT = (
     "Cell (A, B): on each prompt, every sample of A (all seeds) is compared with every sample of B by "
-    "gold reward (a win counts 1, a tie ½); the mean over sample pairs, then over prompts. Cells "
+    "{reward} (a win counts 1, a tie ½); the mean over sample pairs, then over prompts. Cells "
     "(A, B) and (B, A) add up to 1."
 )
 
 
-def significance_table(tests: pd.DataFrame) -> str:
-    """The paired tests (harness.rank.paired_tests) as a sortable table, significant rows shaded."""
+def significance_table(tests: pd.DataFrame, reward: str = "gold reward") -> str:
+    """The paired tests (harness.rank.paired_tests) on `reward` (its name) as a sortable table,
+    significant rows shaded."""
     if tests.empty:
         return '<p class="muted">Fewer than two entries have per-sample results: nothing to compare.</p>'
-    headers = [("A", True), ("B", True), ("Δ gold reward (A − B) [95% CI]", False), ("prompts", False),
+    headers = [("A", True), ("B", True), (f"Δ {reward} (A − B) [95% CI]", False), ("prompts", False),
                ("Wilcoxon p", False), ("Holm p", False), ("significant", True)]
     rows = []
     for _, t in tests.iterrows():

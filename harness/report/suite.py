@@ -17,7 +17,8 @@ import pandas as pd
 
 from harness.errors import HarnessError
 from harness.rank import (
-    HEADLINE,
+    HEADLINE_KEYS,
+    JUDGE_REWARD,
     KL,
     REWARD,
     WIN_RATE,
@@ -27,6 +28,7 @@ from harness.rank import (
     paired_tests,
     pareto_frontier,
     ranked_metrics,
+    reward_key,
     win_rate_matrix,
 )
 from harness.report.figures import (
@@ -56,6 +58,7 @@ SAMPLE_COLUMNS = ["run_id", "prompt_id", "sample", "reward", "outcome", "policy_
 LABELS = {
     WIN_RATE: "win rate vs start",
     REWARD: "gold reward",
+    JUDGE_REWARD: "reward-model score",
     KL: "KL (k3)",
     "kl/kl_k1": "KL (k1)",
     "kl/kl_token_exact": "KL (exact, per token)",
@@ -93,13 +96,14 @@ def render_suite_report(
     rows (bootstrap CIs, significance, win-rate matrix) and run manifests (method cards)."""
     samples = samples if samples is not None and len(samples) else None
     board = leaderboard(metrics, samples=samples)
-    frontier = pareto_frontier(board, x=KL, y=REWARD)
+    reward = reward_key(metrics)
+    frontier = pareto_frontier(board, x=KL, y=reward)
     colors = entry_colors(list(board["entry"]))
     order = list(board["entry"])
     sections = [
         f"<h1>Suite: {esc(suite)}</h1>",
         f'<p class="lead">{esc(suite_summary(metrics, board))}</p>',
-        f"<p>{esc(METHOD_TEXT)} {esc(interval_text(board))}</p>",
+        f"<p>{esc(method_text(label(reward)))} {esc(interval_text(board))}</p>",
     ]
     note = reference_free_note(board, metrics)
     if note:
@@ -110,10 +114,10 @@ def render_suite_report(
         f'<p class="muted">{esc(rank_text(metrics))}</p>',
         "<h2>Reward vs KL</h2>",
     ]
-    scatter = frontier_figure(board, frontier, colors=colors)
+    scatter = frontier_figure(board, frontier, y=reward, colors=colors, y_title=f"{label(reward)} (mean over prompts)")
     sections.append(
         figure_div(scatter, "reward-vs-kl") if scatter is not None
-        else '<p class="muted">No entry has both a gold reward and a KL measurement.</p>'
+        else f'<p class="muted">No entry has both a {esc(label(reward))} and a KL measurement.</p>'
     )
     if scatter is not None:
         sections.append(f'<p class="muted">{esc(FRONTIER_TEXT)}</p>')
@@ -128,7 +132,7 @@ def render_suite_report(
                  '<p class="muted">Every held-out metric, grouped by evaluator (lm-eval task metrics, then '
                  "win rates, then the rest); mean [95% CI] over seeds; the best entry of each ranked "
                  "column in bold.</p>"]
-    sections += _significance_sections(metrics, samples, order)
+    sections += _significance_sections(metrics, samples, order, reward)
     sections += ["<h2>Compute accounting</h2>", compute_accounting_table(metrics, order),
                  f'<p class="muted">{esc(COMPUTE_TEXT)}</p>']
     curves = training_figure(metrics, colors=colors)
@@ -139,25 +143,27 @@ def render_suite_report(
     return page(f"harness report: {suite}", "\n".join(sections))
 
 
-def _significance_sections(metrics: pd.DataFrame, samples: pd.DataFrame | None, order: list[str]) -> list[str]:
+def _significance_sections(metrics: pd.DataFrame, samples: pd.DataFrame | None, order: list[str],
+                           reward: str) -> list[str]:
     """Paired significance table and win-rate heatmap (need the per-sample tables)."""
     out = ["<h2>Paired significance</h2>"]
     if samples is None:
         return out + ['<p class="muted">No per-sample tables stored: paired tests and the win-rate '
                       "matrix need them.</p>"]
-    tests = paired_tests(metrics, samples, key=REWARD, order=order)
-    out += [significance_table(tests), f'<p class="muted">{esc(SIGNIFICANCE_TEXT)}</p>']
+    tests = paired_tests(metrics, samples, key=reward, order=order)
+    out += [significance_table(tests, label(reward)),
+            f'<p class="muted">{esc(SIGNIFICANCE_TEXT.format(reward=label(reward)))}</p>']
     heatmap = win_rate_heatmap(win_rate_matrix(metrics, samples, order=order))
     if heatmap is not None:
         out += ["<h2>Win-rate matrix</h2>", figure_div(heatmap, "win-rate-matrix"),
-                f'<p class="muted">{esc(MATRIX_TEXT)}</p>']
+                f'<p class="muted">{esc(MATRIX_TEXT.format(reward=label(reward)))}</p>']
     return out
 
 
 def interval_text(board: pd.DataFrame) -> str:
     """Which intervals the leaderboard shows, from its ci_kind columns."""
     kinds = set()
-    for key in HEADLINE:
+    for key in HEADLINE_KEYS:
         if key + ":ci_kind" in board.columns:
             kinds |= set(board[key + ":ci_kind"].dropna())
     parts = []
@@ -171,12 +177,14 @@ def interval_text(board: pd.DataFrame) -> str:
     return ("Intervals are 95%: " + "; ".join(parts) + ".") if parts else ""
 
 
-METHOD_TEXT = (
-    "Every trained policy and the untrained starting (SFT) model are evaluated on the same held-out "
-    "prompts. Win rate: the policy's sample against the starting model's sample, judged by the gold "
-    "reward (ties count ½), with a bootstrap CI over prompts. Gold reward: mean over prompts. "
-    "KL: the sequence-level k3 Monte-Carlo estimate of KL(π ‖ π_ref) from the policy's own samples."
-)
+def method_text(reward: str) -> str:
+    """What the headline metrics are, for a suite judged by `reward` (its name)."""
+    return (
+        "Every trained policy and the untrained starting (SFT) model are evaluated on the same held-out "
+        f"prompts. Win rate: the policy's sample against the starting model's sample, judged by the {reward} "
+        f"(ties count ½), with a bootstrap CI over prompts. {reward.capitalize()}: mean over prompts. "
+        "KL: the sequence-level k3 Monte-Carlo estimate of KL(π ‖ π_ref) from the policy's own samples."
+    )
 
 FRONTIER_TEXT = (
     "One point per entry, error bars are 95% CIs; the start model is the grey star. The dashed line "
@@ -187,7 +195,7 @@ FRONTIER_TEXT = (
 
 def rank_text(metrics: pd.DataFrame) -> str:
     """How the rank column was computed, naming the metrics that entered it."""
-    ranked = ranked_metrics(metrics, HEADLINE)
+    ranked = ranked_metrics(metrics)
     names = " and ".join(label(k) for k in ranked) or "no metric"
     return (
         f"Rank: the mean over {names} of 1 + the number of entries whose 95% CI lies entirely above "
@@ -256,7 +264,7 @@ def reference_free_note(board: pd.DataFrame, metrics: pd.DataFrame) -> str | Non
 def leaderboard_table(board: pd.DataFrame, frontier: set[str]) -> str:
     """The leaderboard as a sortable HTML table: rank, entry (hover: hyper-parameters), seeds,
     headline metrics with CIs, and compute used."""
-    keys = [k for k in HEADLINE if k in board.columns]
+    keys = [k for k in HEADLINE_KEYS if k in board.columns]
     headers = [("rank", False), ("entry", True), ("seeds", False)] + [(label(k), False) for k in keys]
     headers += [("FLOPs", False), ("optimizer steps", False), ("train seconds", False)]
     rows = []
