@@ -21,7 +21,8 @@ def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-# What a causal LM's folder needs (weights, configs, tokenizer); not other formats' duplicates.
+# What a causal LM's folder needs (weights, configs, tokenizer); not other formats' duplicates
+# (.bin weights are fetched only for a model without safetensors).
 _MODEL_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "tokenizer*"]
 
 
@@ -38,7 +39,10 @@ def resolve_model_path(name: str, sandbox_sft_dir: Path | None, *, where: str = 
     try:
         from huggingface_hub import snapshot_download
 
-        return snapshot_download(name, allow_patterns=_MODEL_FILES)
+        folder = snapshot_download(name, allow_patterns=_MODEL_FILES)
+        if not any(Path(folder).glob("*.safetensors")):  # an older model, published as PyTorch pickles
+            folder = snapshot_download(name, allow_patterns=[*_MODEL_FILES, "*.bin"])
+        return folder
     except Exception as err:  # noqa: BLE001 (any failure to fetch a named model is bad input)
         raise HarnessError(f"{where}: {name!r} is not a local folder and cannot be fetched from the Hub "
                            f"({type(err).__name__}: {_first_line(err)}); offline (HF_HUB_OFFLINE=1) only "

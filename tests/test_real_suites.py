@@ -130,3 +130,33 @@ def test_bad_real_suites_get_one_line_errors(world, harness_cache, capsys, case,
                  "--reports", str(world["root"] / f"reports-{case}")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and expected in err and len(err.splitlines()) == 1, err
+
+
+def test_a_hub_model_is_fetched_as_safetensors_or_else_with_its_bin_weights(tmp_path, monkeypatch):
+    """resolve_model_path's Hub branch (no network here: snapshot_download is replaced by a fake
+    that 'downloads' the files of a repo matching the patterns)."""
+    import fnmatch
+
+    import huggingface_hub
+
+    from harness.models import resolve_model_path
+
+    repos = {"org/modern": ["config.json", "model.safetensors", "pytorch_model.bin", "tokenizer.json"],
+             "org/older": ["config.json", "pytorch_model.bin", "tokenizer.json"]}
+    calls = []
+
+    def fake_snapshot_download(repo_id, allow_patterns):
+        calls.append((repo_id, "*.bin" in allow_patterns))
+        folder = tmp_path / repo_id
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in repos[repo_id]:
+            if any(fnmatch.fnmatch(name, p) for p in allow_patterns):
+                (folder / name).write_text("x")
+        return str(folder)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    modern = Path(resolve_model_path("org/modern", None))
+    assert sorted(p.name for p in modern.iterdir()) == ["config.json", "model.safetensors", "tokenizer.json"]
+    older = Path(resolve_model_path("org/older", None))
+    assert (older / "pytorch_model.bin").exists()
+    assert calls == [("org/modern", False), ("org/older", False), ("org/older", True)]
