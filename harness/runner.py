@@ -340,7 +340,7 @@ def measure_train_flops_per_second(world: World, repeats: int = 3) -> float:
 
 def _implicit_reward_rows(spec: RunSpec, suite: Suite, world: World, policy, step: int) -> list[dict[str, Any]]:
     """Held-out preference accuracy of the method's implicit reward, for methods that define one."""
-    if not spec.trains or not world.files["eval_pairs"].exists():
+    if not spec.trains or "eval_pairs" not in world.files or not world.files["eval_pairs"].exists():
         return []
     loss = get_loss(spec.method)
     if not defines_implicit_reward(loss):

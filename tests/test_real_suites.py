@@ -46,6 +46,17 @@ def save_pairs(folder: Path, *, train: int = 24, test: int = 6, drop_column: str
     return folder
 
 
+def save_unpaired(folder: Path) -> Path:
+    """KTO-style data: prompt, completion, label; no pairs."""
+    rng = random.Random(1)
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", 24), ("test", 6)):
+        rows = [{"prompt": grammar.prompt(rng), "completion": grammar.document(rng), "label": i % 2 == 0}
+                for i in range(n)]
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
 def write_suite(path: Path, model: Path, dataset: Path, reward: str, methods: str = "[dpo, kto, simpo]") -> Path:
     path.write_text(yaml.safe_dump({
         "name": "real", "model": str(model), "dataset": str(dataset), "methods": yaml.safe_load(methods),
@@ -101,6 +112,19 @@ def test_a_real_suite_trains_evaluates_and_ranks(world):
     again = harness("run", str(suite), "--results", "results", "--reports", "reports", cwd=world["root"],
                     cache=world["cache"])
     assert "4 runs planned, 4 stored, 0 to run" in again.stdout
+
+
+def test_unpaired_only_data_trains_kto_and_refuses_paired_methods(world, harness_cache, capsys):
+    data = save_unpaired(world["root"] / "unpaired")
+    suite = write_suite(world["root"] / "kto.yaml", world["model"], data, str(world["reward"]), "[kto]")
+    assert main(["run", str(suite), "--results", str(world["root"] / "results-kto"), "--no-report"]) == 0
+    runs = pd.concat(pd.read_parquet(p) for p in (world["root"] / "results-kto" / "real").glob("*.parquet")
+                     if not p.name.endswith(".samples.parquet"))
+    assert set(runs["method"]) == {"start", "kto"} and (runs.loc[runs["method"] == "kto", "optimizer_steps"] == 2).all()
+    capsys.readouterr()
+    suite = write_suite(world["root"] / "dpo-unpaired.yaml", world["model"], data, str(world["reward"]), "[dpo]")
+    assert main(["run", str(suite), "--results", str(world["root"] / "results-dpo-unpaired"), "--no-report"]) == 2
+    assert "the dataset has no 'paired' data" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("case, expected", [

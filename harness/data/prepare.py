@@ -10,9 +10,11 @@ The dataset (a local file or folder, or a Hub id; harness.data.loading) is read 
     sft_train        prompt/completion demonstrations, when the dataset has them  (SPIN)
     sessions_train   multi-turn sessions, when the dataset has them               (SDPO)
     pairs_eval       the eval split as pairs: evaluation prompts, implicit-reward accuracy
+    unpaired_eval    the eval split unpaired: the evaluation prompts of unpaired-only data
 
 A shape the dataset cannot provide gets no file; a method that needs it then fails with a
-one-line error naming the shape. What loading did (rows read, dropped by reason, truncated) is
+one-line error naming the shape. Training needs pairs or unpaired rows, evaluation pairs or
+unpaired rows of the eval split; without either, the pairs loader's error is the message. What loading did (rows read, dropped by reason, truncated) is
 written beside the files as `stats.json`.
 """
 
@@ -29,15 +31,18 @@ from harness.data.loading import LoadedRows, load_rows, read_records
 from harness.errors import HarnessError
 from harness.suite import DataConfig
 
-LOADER_VERSION = 1  # bump when loading would produce different rows from the same source
-# runner shape -> (loading shape, file name, split attribute of DataConfig, required)
+LOADER_VERSION = 2  # bump when loading would produce different rows or files from the same source
+# runner shape -> (loading shape, file name, split attribute of DataConfig); every one optional,
+# but training needs pairs or unpaired rows, and evaluation prompts from pairs or unpaired rows.
 SHAPES = {
-    "paired": ("pairs", "pairs_train", "train_split", True),
-    "unpaired": ("unpaired", "unpaired_train", "train_split", True),
-    "sft": ("sft", "sft_train", "train_split", False),
-    "sessions": ("sessions", "sessions_train", "train_split", False),
-    "eval_pairs": ("pairs", "pairs_eval", "eval_split", True),
+    "paired": ("pairs", "pairs_train", "train_split"),
+    "unpaired": ("unpaired", "unpaired_train", "train_split"),
+    "sft": ("sft", "sft_train", "train_split"),
+    "sessions": ("sessions", "sessions_train", "train_split"),
+    "eval_pairs": ("pairs", "pairs_eval", "eval_split"),
+    "eval_unpaired": ("unpaired", "unpaired_eval", "eval_split"),
 }
+NEEDED = (("pairs_train", "unpaired_train"), ("pairs_eval", "unpaired_eval"))  # one of each
 
 
 @dataclass(frozen=True)
@@ -53,9 +58,10 @@ def prepare_dataset(source: str, data: DataConfig, tokenizer, tokenizer_key: str
     key = content_hash({"source": source, "data": vars(data), "tokenizer": tokenizer_key,
                         "max_length": max_length, "version": LOADER_VERSION})
     folder, _ = cached_folder("datasets", key, lambda tmp: _write(tmp, _load_all(source, data, tokenizer, max_length, where)))
-    files = {shape: folder / f"{name}.jsonl" for shape, (_, name, _, _) in SHAPES.items()
+    files = {shape: folder / f"{name}.jsonl" for shape, (_, name, _) in SHAPES.items()
              if (folder / f"{name}.jsonl").exists()}
-    prompts = list(dict.fromkeys(row["prompt"] for row in read_jsonl(files["eval_pairs"])))
+    held_out = read_jsonl(files["eval_pairs"] if "eval_pairs" in files else files["eval_unpaired"])
+    prompts = list(dict.fromkeys(row["prompt"] for row in held_out))
     return PreparedData(files, prompts, json.loads((folder / "stats.json").read_text()))
 
 
@@ -77,18 +83,19 @@ def _read_splits(source: str, data: DataConfig, where: str) -> dict[str, tuple[l
 
 def _load_all(source: str, data: DataConfig, tokenizer, max_length: int, where: str) -> dict[str, LoadedRows]:
     splits = _read_splits(source, data, where)
-    loaded = {}
-    for loading_shape, name, split_attr, required in SHAPES.values():
+    loaded, errors = {}, {}
+    for loading_shape, name, split_attr in SHAPES.values():
         try:
             loaded[name] = load_rows(
                 source, loading_shape, tokenizer=tokenizer, split=getattr(data, split_attr), max_length=max_length,
                 max_prompt_length=data.max_prompt_length or None, on_invalid=data.on_invalid,
                 records=splits[getattr(data, split_attr)],
             )
-        except HarnessError as err:
-            if required:
-                raise HarnessError(f"{where}: dataset: {err}") from None
-            # an optional shape the data does not have (no such columns): no file
+        except HarnessError as err:  # a shape the data does not have (no such columns): no file
+            errors[name] = err
+    for names in NEEDED:
+        if not any(name in loaded for name in names):
+            raise HarnessError(f"{where}: dataset: {errors[names[0]]}")
     return loaded
 
 
