@@ -9,10 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import huggingface_hub
 import pandas as pd
 import pytest
 import torch
 import yaml
+from huggingface_hub.errors import LocalEntryNotFoundError
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from harness.cli import main
@@ -127,6 +129,12 @@ def test_unpaired_only_data_trains_kto_and_refuses_paired_methods(world, harness
     assert "the dataset has no 'paired' data" in capsys.readouterr().err
 
 
+def _offline_cache_miss(repo_id, **_):
+    """What snapshot_download raises offline for a model that is not in the Hugging Face cache."""
+    raise LocalEntryNotFoundError(f"{repo_id}: cannot find an appropriate cached snapshot folder "
+                                  "and outgoing traffic has been disabled")
+
+
 @pytest.mark.parametrize("case, expected", [
     ("gold", "'gold' scores the sandbox's language only"),
     ("no_rejected", "pairs data needs a 'rejected' column"),
@@ -135,7 +143,7 @@ def test_unpaired_only_data_trains_kto_and_refuses_paired_methods(world, harness
     ("hub_model", "cannot be fetched from the Hub"),
     ("one_file", "gives the same rows for data.train_split 'train' and data.eval_split 'test'"),
 ])
-def test_bad_real_suites_get_one_line_errors(world, harness_cache, capsys, case, expected):
+def test_bad_real_suites_get_one_line_errors(world, harness_cache, capsys, monkeypatch, case, expected):
     model, data, reward, methods = world["model"], world["data"], str(world["reward"]), "[dpo]"
     if case == "gold":
         reward = "gold"
@@ -147,6 +155,7 @@ def test_bad_real_suites_get_one_line_errors(world, harness_cache, capsys, case,
         methods = "[odpo_offset]"
     elif case == "hub_model":
         model = Path("nobody-here/no-such-model")
+        monkeypatch.setattr(huggingface_hub, "snapshot_download", _offline_cache_miss)  # never the network
     elif case == "one_file":
         data = world["data"] / "train.jsonl"
     suite = write_suite(world["root"] / f"{case}.yaml", model, data, reward, methods)
@@ -160,8 +169,6 @@ def test_a_hub_model_is_fetched_as_safetensors_or_else_with_its_bin_weights(tmp_
     """resolve_model_path's Hub branch (no network here: snapshot_download is replaced by a fake
     that 'downloads' the files of a repo matching the patterns)."""
     import fnmatch
-
-    import huggingface_hub
 
     from harness.models import resolve_model_path
 
