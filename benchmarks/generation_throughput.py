@@ -54,7 +54,7 @@ def _parse(argv=None) -> argparse.Namespace:
 
 def _tokenizer(vocab: int):
     """A word-level tokenizer over `vocab` made-up words (w0 ... w{n}), built offline."""
-    from harness.data.sandbox.lm import SPECIAL_TOKENS, fit_tokenizer
+    from harness.sandbox.lm import SPECIAL_TOKENS, fit_tokenizer
 
     return fit_tokenizer([" ".join(f"w{i}" for i in range(vocab - len(SPECIAL_TOKENS)))])
 

@@ -11,9 +11,9 @@ What is compared.
   default: hidden 128, 4 layers, 4 heads, intermediate 2.75x), or, with --shape qwen2.5-0.5b, a
   Qwen2ForCausalLM with Qwen2.5-0.5B's shape (random weights, for GPUs). Every run starts from the
   same initial weights (deep copies of one model); nothing is downloaded.
-- Data: prompt/chosen/rejected strings from the sandbox grammar (harness.data.sandbox.grammar,
+- Data: prompt/chosen/rejected strings from the sandbox grammar (harness.sandbox.grammar,
   fixed seed), completions of random length up to --max-length, tokenized by a word-level
-  tokenizer fitted like harness.data.sandbox.lm.fit_tokenizer. Both sides see token-for-token the
+  tokenizer fitted like harness.sandbox.lm.fit_tokenizer. Both sides see token-for-token the
   same sequences ([bos] prompt completion [eos]; checked below). The data holds exactly
   steps x batch-size pairs, so each side trains one epoch of it and the reference pass covers
   exactly the trained pairs.
@@ -130,7 +130,7 @@ def make_rows(n: int, max_length: int, seed: int) -> list[dict]:
     """n preference rows in the sandbox language. Completions are whole words (one token each)
     cut to a random length that fits max_length with the prompt, [bos] and [eos]: no truncation
     on either side, realistic padding."""
-    from harness.data.sandbox import grammar
+    from harness.sandbox import grammar
 
     rng = random.Random(seed)
 
@@ -151,8 +151,8 @@ def make_rows(n: int, max_length: int, seed: int) -> list[dict]:
 
 def build_tokenizer(rows: list[dict]):
     """A word-level tokenizer fitted to the rows' words, as the sandbox fits its own
-    (harness.data.sandbox.lm.fit_tokenizer)."""
-    from harness.data.sandbox.lm import fit_tokenizer
+    (harness.sandbox.lm.fit_tokenizer)."""
+    from harness.sandbox.lm import fit_tokenizer
 
     return fit_tokenizer([text for r in rows for text in (r["prompt"], r["chosen"], r["rejected"])])
 
@@ -250,7 +250,7 @@ def run_harness(init: torch.nn.Module, tokenizer, rows: list[dict], args, steps:
                 packing: bool = True) -> Measured:
     from harness.losses import get_loss
     from harness.suite import Budget, TrainConfig
-    from harness.train.data import paired_from_rows
+    from harness.data.batches import paired_from_rows
     from harness.train.loop import TrainSetup, train_policy
     from harness.train.reference import reference_sums
 
@@ -397,7 +397,7 @@ def model_flops(init: torch.nn.Module, tokenizer, rows: list[dict], max_length: 
     """Training FLOPs of one epoch over `rows`: policy forward+backward and one reference forward
     of every sequence (harness.train.flops; what the harness's accounting counts; the same for
     every side, which all do that work once)."""
-    from harness.train.data import paired_from_rows
+    from harness.data.batches import paired_from_rows
     from harness.train.flops import ModelShape
 
     lengths = [len(e.input_ids) for e in paired_from_rows(tokenizer, rows, max_length).sequences()]

@@ -193,7 +193,7 @@ def cmd_results(args) -> int:
 
 
 def cmd_rank(args) -> int:
-    from harness.plugins import rank_new_methods
+    from harness.commands.rank import rank_new_methods
 
     _quiet_libraries()
     return rank_new_methods(list(args.plugins), args.suite, overrides=args.set,
@@ -230,7 +230,7 @@ def cmd_methods(args) -> int:
 
 
 def cmd_sandbox(args) -> int:
-    from harness.data.sandbox.world import SandboxConfig, load_or_build_sandbox
+    from harness.sandbox.world import SandboxConfig, load_or_build_sandbox
     from harness.suite import load_suite
 
     settings = load_suite(args.suite).sandbox if args.suite else {}
@@ -239,14 +239,14 @@ def cmd_sandbox(args) -> int:
         _quiet_libraries()
         sandbox, _ = load_or_build_sandbox(config, verbose=not args.json)
     else:
-        from harness.data.sandbox.world import find_sandbox
+        from harness.sandbox.world import find_sandbox
 
         sandbox = find_sandbox(config)
         if sandbox is None:
             raise HarnessError(f"sandbox {config.key()} is not built; run `harness sandbox build`")
     import json
 
-    from harness.data.sandbox.summary import format_summary
+    from harness.sandbox.summary import format_summary
 
     print(json.dumps(sandbox.summary(), indent=2) if args.json else format_summary(sandbox.summary()))
     return 0

@@ -1,5 +1,7 @@
-"""Plugins: new losses (or evaluators, datasets, ...) registered from outside the package, and the
-add-a-variant path, `harness rank my_variant.py --suite suites/quickstart.yaml`.
+"""Plugins: new losses (or evaluators, datasets, ...) registered from outside the package. The
+add-a-variant command that uses them, `harness rank my_variant.py --suite ...`, is
+harness.commands.rank; this module only loads plugins and checks their losses, so it sits just
+above harness.losses and below everything that loads plugins (the planner, the runner, the CLI).
 
 A plugin is Python code whose import registers things with the usual decorators
 (`@register_loss`). It is named in one of three ways:
@@ -18,7 +20,6 @@ anything runs: a plugin that breaks it ends in one line and exit status 2, and n
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import importlib
 import importlib.util
@@ -171,89 +172,3 @@ def _load_entry_point(entry_point: metadata.EntryPoint) -> None:
     target = entry_point.load()
     if callable(target) and not inspect.ismodule(target):
         target()
-
-
-# --------------------------------------------------------------------------- harness rank
-
-
-def rank_new_methods(
-    refs: list[str],
-    suite_path: str | Path,
-    *,
-    overrides: list[str] | None = None,
-    results_root: Path,
-    reports_root: Path,
-    log: Callable[[str], Any] = print,
-) -> int:
-    """The add-a-variant path. Load the plugins `refs` and check their new losses against the
-    contract (a HarnessError, and nothing run, when one breaks it); add each new method to the
-    suite with its default hyper-parameters; run only the runs not stored yet (the suite's stored
-    runs are reused by run id); print the leaderboard, each new method's rank with its CIs and its
-    paired comparisons; refresh reports/<suite>.html. Returns the exit status (1 if a run failed).
-    With no plugin, ranks what is stored without running anything."""
-    from harness.suite import MethodEntry, load_suite
-
-    suite = load_suite(suite_path, overrides)
-    load_suite_plugins(suite)
-    new: list[str] = []
-    for ref in refs:
-        names = load_plugin(ref, base=Path.cwd())
-        if not names:
-            raise HarnessError(f"{ref}: registers no loss; decorate a function with @register_loss(...)")
-        new += [n for n in names if n not in new]
-    check_losses(new)
-    failed = []
-    if new:
-        present = {entry.name for entry in suite.methods}
-        added = tuple(MethodEntry(name) for name in new if name not in present)
-        suite = dataclasses.replace(suite, methods=suite.methods + added)
-        from harness.runner import run_suite
-
-        outcome = run_suite(suite, results_root, log=log)
-        failed = outcome.failed
-        for run in failed:
-            log(f"  failed: {run.spec.label()} ({run.spec.run_id}): {run.error}")
-    _print_ranking(results_root, suite.name, new, log)
-    from harness.report import write_suite_report
-
-    path = write_suite_report(results_root, suite.name, reports_root / f"{suite.name}.html")
-    log(f"report: {path}")
-    return 1 if failed else 0
-
-
-def _print_ranking(results_root: Path, suite: str, new: list[str], log: Callable[[str], Any]) -> None:
-    from harness.rank import (KL, WIN_RATE, format_interval, format_leaderboard, format_value, leaderboard,
-                              paired_tests, reward_key)
-    from harness.report.suite import label
-    from harness.results import ResultStore
-
-    store = ResultStore(results_root, suite)
-    metrics = store.read_metrics()
-    if metrics.empty:
-        raise HarnessError(f"no results found for suite {suite!r} in {store.folder}")
-    samples = store.read_samples(columns=SAMPLE_COLUMNS_FOR_STATS)
-    board = leaderboard(metrics, samples=samples)
-    log(format_leaderboard(board))
-    tests = paired_tests(metrics, samples) if len(samples) else None
-    reward = reward_key(metrics)
-    for _, row in board[board["method"].isin(new)].iterrows():
-        entry = row["entry"]
-        parts = [f"{name} {format_interval(row[key], row[key + ':ci_low'], row[key + ':ci_high'])}"
-                 for key, name in ((WIN_RATE, "win rate vs start"), (reward, label(reward)), (KL, "KL"))
-                 if key in board.columns]
-        log(f"{entry} ({get_loss(row['method']).origin}): rank {format_value(row['rank'])} of {len(board)}; "
-            + "; ".join(parts))
-        if tests is not None and len(tests):
-            for _, t in tests[(tests["a"] == entry) | (tests["b"] == entry)].iterrows():
-                other, sign = (t["b"], 1.0) if t["a"] == entry else (t["a"], -1.0)
-                # + 0.0 turns the -0.0 of a mirrored zero difference into 0
-                lo, hi = sorted((sign * t["diff_ci_low"] + 0.0, sign * t["diff_ci_high"] + 0.0))
-                verdict = "significant" if t["significant"] else "not significant"
-                log(f"  vs {other}: Δ {label(reward)} per prompt {sign * t['diff'] + 0.0:+.3g} [{lo:.3g}, {hi:.3g}], "
-                    f"Wilcoxon p {format_value(t['p_value'])}, Holm p {format_value(t['p_holm'])} ({verdict})")
-
-
-SAMPLE_COLUMNS_FOR_STATS = [
-    "run_id", "prompt_id", "sample", "reward", "outcome", "policy_logp", "reference_logp", "token_kl",
-    "completion_tokens",
-]

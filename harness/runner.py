@@ -15,10 +15,10 @@ import pandas as pd
 import torch
 
 from harness import __version__
+from harness.cache import cache_root
+from harness.data.batches import TrainData, paired_from_rows, sessions_from_rows, unpaired_from_rows
 from harness.data.jsonl import read_jsonl
 from harness.data.prepare import prepare_dataset
-from harness.cache import cache_root
-from harness.data.sandbox.world import Sandbox, SandboxConfig, load_or_build_sandbox
 from harness.errors import HarnessError
 from harness.evaluate.implicit import defines_implicit_reward, implicit_reward_accuracies
 from harness.evaluate.policy import Baseline, chosen_from_file, evaluate_policy, make_baseline
@@ -27,18 +27,18 @@ from harness.evaluate.stats import bootstrap_mean
 from harness.logprobs import completion_token_logps
 from harness.losses import get_loss
 from harness.models import frozen_copy, load_policy, load_tokenizer, pick_device, resolve_model_path
+from harness.needs import unmet_needs
 from harness.plan import RunSpec, plan_suite
 from harness.plugins import load_suite_plugins
 from harness.results import ResultStore, method_card
 from harness.results.schema import ACCOUNTING_COLUMNS, IDENTITY_COLUMNS, SCHEMA_VERSION
+from harness.sandbox.world import Sandbox, SandboxConfig, load_or_build_sandbox
 from harness.suite import SANDBOX, Suite
 from harness.train.budget import Accounting
 from harness.train.checkpoint import RunCheckpoint
-from harness.train.data import TrainData, paired_from_rows, sessions_from_rows, unpaired_from_rows
-from harness.train.hardware import mfu
-from harness.train.inputs import unmet_needs
 from harness.train.distributed import barrier, broadcast, is_main, launched_distributed
 from harness.train.flops import ModelShape
+from harness.train.hardware import mfu
 from harness.train.loop import NonFiniteLoss, TrainResult, TrainSetup, estimate_steps, step_cost
 from harness.train.reference import cached_reference_sums, folder_fingerprint
 from harness.train.regimes import REGIMES, RegimeRun, regime_data_shape, split_hparams

@@ -3,7 +3,7 @@
 A suite is a YAML mapping; every key is checked here, so a typo is caught before anything runs:
 
     name: quickstart
-    sandbox: {}                      # the offline world's settings (harness.data.sandbox.world)
+    sandbox: {}                      # the offline world's settings (harness.sandbox.world)
     model: sandbox                   # "sandbox" (its SFT model), a local folder or a Hub id
     dataset: sandbox                 # "sandbox" (its preference pairs), a local file or a Hub id
     data: {train_split: train, eval_split: test}   # how a real dataset is read (DataConfig)
@@ -22,10 +22,10 @@ from typing import Any
 
 import yaml
 
-from harness.data.loading import ON_INVALID
 from harness.errors import HarnessError, did_you_mean
 
 BUDGET_KINDS = ("flops", "tokens", "examples", "steps")
+ON_INVALID = ("drop", "error")  # data.on_invalid: what harness.data.loading does with a bad row
 SANDBOX = "sandbox"  # the `model:` / `dataset:` value naming the offline world
 
 

@@ -26,7 +26,7 @@ TINY_SANDBOX = {
     "batch_size": 16,
     "max_new_tokens": 12,
     "model": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2},
-    # the other data shapes, a batch or two each (harness/data/sandbox/world.py: DATA_FILES)
+    # the other data shapes, a batch or two each (harness/sandbox/world.py: DATA_FILES)
     "corpus_sessions": 100,
     "session_demonstrations": 50,
     "unpaired": 32,

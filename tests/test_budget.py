@@ -60,7 +60,7 @@ def test_training_stops_exactly_at_the_budget():
     """The loop runs while the next step fits: used <= budget < used + the step it refused."""
     from harness.losses import get_loss
     from harness.suite import TrainConfig
-    from harness.train.data import PairedData
+    from harness.data.batches import PairedData
     from harness.train.loop import TrainSetup, train_policy
 
     torch.manual_seed(0)

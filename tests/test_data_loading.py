@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from harness.data.loading import load_rows, read_records
-from harness.data.sandbox.lm import fit_tokenizer
+from harness.sandbox.lm import fit_tokenizer
 from harness.errors import HarnessError
 
 # A tiny chat template in the Zephyr style, over a word-level tokenizer that knows its markers.

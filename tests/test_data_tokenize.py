@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.data.sandbox.lm import fit_tokenizer
+from harness.sandbox.lm import fit_tokenizer
 from harness.data.tokenize import (
     TURN_SEPARATOR,
     completion_ids,

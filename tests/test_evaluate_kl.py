@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from harness.data.sandbox.lm import fit_tokenizer
+from harness.sandbox.lm import fit_tokenizer
 from harness.evaluate.metrics import kl, kl_k1, kl_k3
 from harness.evaluate.policy import score_completions
 from harness.evaluate.registry import ScoredSamples

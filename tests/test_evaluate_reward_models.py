@@ -10,9 +10,9 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForSequenceClassification
 
-from harness.data.sandbox import grammar
-from harness.data.sandbox.lm import fit_tokenizer
-from harness.data.sandbox.reward import GoldReward
+from harness.sandbox import grammar
+from harness.sandbox.lm import fit_tokenizer
+from harness.sandbox.reward import GoldReward
 from harness.errors import HarnessError
 from harness.evaluate.reward_models import (
     REWARD_MODELS,

@@ -22,7 +22,7 @@ TASKS = ("sandbox_grammar_mc", "sandbox_grammar_ppl")
 
 @pytest.fixture(scope="module")
 def sandbox_model(harness_cache):
-    from harness.data.sandbox.world import SandboxConfig, load_or_build_sandbox
+    from harness.sandbox.world import SandboxConfig, load_or_build_sandbox
     from harness.models import load_policy, load_tokenizer
     from tests.conftest import TINY_SANDBOX
 

@@ -13,7 +13,7 @@ from harness.data.packing import pack_batch, pack_sequences
 from harness.data.tokenize import Encoded
 from harness.losses import get_loss
 from harness.suite import Budget, TrainConfig
-from harness.train.data import PairedData
+from harness.data.batches import PairedData
 from harness.train.loop import TrainSetup, train_policy
 from harness.train.reference import reference_sums
 

@@ -18,8 +18,8 @@ from huggingface_hub.errors import LocalEntryNotFoundError
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from harness.cli import main
-from harness.data.sandbox import grammar
-from harness.data.sandbox.lm import fit_tokenizer
+from harness.sandbox import grammar
+from harness.sandbox.lm import fit_tokenizer
 from tests.test_evaluate_reward_models import save_tiny_reward_model
 
 WORDS = " ".join(grammar.vocabulary())

@@ -10,8 +10,8 @@ import pytest
 
 from harness.cli import main
 from harness.data.jsonl import read_jsonl
-from harness.data.sandbox.world import DATA_FILES, SandboxConfig, load_or_build_sandbox
-from harness.data.stages import implicit_margins
+from harness.sandbox.world import DATA_FILES, SandboxConfig, load_or_build_sandbox
+from harness.sandbox.stages import implicit_margins
 from harness.data.tokenize import encode_turns
 from harness.errors import HarnessError
 from tests.conftest import TINY_SANDBOX

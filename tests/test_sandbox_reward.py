@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from harness.data.sandbox import grammar
-from harness.data.sandbox.reward import BradleyTerryJudge, GoldReward
+from harness.sandbox import grammar
+from harness.sandbox.reward import BradleyTerryJudge, GoldReward
 from harness.data.tokenize import render_turns
 
 

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def tiny_sandbox(harness_cache):
     """Build the tiny sandbox once, so that the processes below only load it."""
-    from harness.data.sandbox.world import SandboxConfig, load_or_build_sandbox
+    from harness.sandbox.world import SandboxConfig, load_or_build_sandbox
     from tests.conftest import TINY_SANDBOX
 
     load_or_build_sandbox(SandboxConfig.from_dict(TINY_SANDBOX, "tiny"), verbose=False)

@@ -22,7 +22,7 @@ One entry point, `load_rows(source, shape, ...)`, for every source and shape:
   with add_generation_prompt=True (continue_final_message when it ends with an assistant
   message), each completion as the text the template adds after the prompt.
 
-The rows returned carry the sandbox's column names (harness/data/sandbox/world.py: DATA_FILES),
+The rows returned carry the sandbox's column names (harness/sandbox/world.py: DATA_FILES),
 so the trainer consumes sandbox and real data identically. Invalid rows (an empty completion; a
 prompt that leaves no room for a completion in max_length tokens, or longer than
 max_prompt_length) are dropped with a warning (on_invalid="drop") or rejected
@@ -43,9 +43,9 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
+from harness.suite import ON_INVALID
 
 SHAPES = ("pairs", "unpaired", "sft", "sessions")
-ON_INVALID = ("drop", "error")
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
 SPLIT_NAMES = ("train", "test", "validation", "valid", "eval", "dev")
 

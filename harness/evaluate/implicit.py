@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from harness.data.batches import PairedData
 from harness.losses import LossSpec
-from harness.train.data import PairedData
-from harness.train.inputs import StepContext, build_loss_inputs
+from harness.needs import StepContext, loss_inputs_for
 
 # Needs that held-out pairs can satisfy (no labels, mismatched pairs or segment masks).
 EVALUABLE_NEEDS = frozenset({"reference", "token_logps", "vocab_kl", "scores", "sft_target"})
@@ -40,7 +40,7 @@ def implicit_reward_accuracies(policy, reference, loss: LossSpec, hparams: dict,
             reference=reference if loss.uses_reference else None, vocab_kl="vocab_kl" in loss.needs,
         )
         ctx = StepContext(batch, "paired", stats)
-        result = loss.fn(build_loss_inputs(loss.needs, ctx), **hparams)
+        result = loss.fn(loss_inputs_for(loss.needs, ctx), **hparams)
         metrics = result.metrics
         if "chosen_rewards" not in metrics or metrics["chosen_rewards"].shape != (len(indices),):
             return None

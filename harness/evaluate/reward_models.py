@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from harness.data.sandbox.reward import GoldReward
+from harness.sandbox.reward import GoldReward
 from harness.errors import HarnessError, did_you_mean
 from harness.registry import Registry
 

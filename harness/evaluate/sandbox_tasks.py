@@ -17,7 +17,7 @@ import random
 import sys
 from pathlib import Path
 
-from harness.data.sandbox import grammar
+from harness.sandbox import grammar
 
 MC_SEED, MC_ROWS = 20240601, 300
 PPL_SEED, PPL_ROWS = 20240602, 200

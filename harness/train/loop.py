@@ -16,18 +16,19 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from harness.data.batches import Batch, TrainData
 from harness.errors import HarnessError
 from harness.logprobs import CompletionStats, completion_stats
 from harness.losses import LossSpec
+from harness.needs import StepContext, loss_inputs_for, reference_runs_live
 from harness.suite import Budget, TrainConfig
+from harness.train import hardware
 from harness.train.budget import Accounting, StepCost, fits, step_amount
 from harness.train.checkpoint import RunCheckpoint, rng_state, set_rng_state
-from harness.train.data import Batch, TrainData, epoch_batches, micro_batches
+from harness.train.data import epoch_batches, micro_batches
 from harness.train.distributed import all_finite, is_main, shard, wrap_for_training
 from harness.train.flops import ModelShape
-from harness.train import hardware
 from harness.train.hardware import peak_memory_mb, reset_peak_memory
-from harness.train.inputs import StepContext, build_loss_inputs, reference_runs_live
 from harness.train.optim import make_optimizer
 
 
@@ -200,7 +201,7 @@ def _optimizer_step(policy, optimizer, indices: list[int], setup: TrainSetup,
         with hardware.autocast(device):
             stats, kl_stats = forward(policy, batch, setup)
         ctx = StepContext(batch, setup.data.shape, stats, kl_stats, setup.cached_reference, loss_state)
-        out = setup.loss.fn(build_loss_inputs(setup.loss.needs, ctx), **setup.hparams)
+        out = setup.loss.fn(loss_inputs_for(setup.loss.needs, ctx), **setup.hparams)
         loss = out.losses.float().mean()
         if not all_finite(loss):
             raise NonFiniteLoss(f"loss is {loss.item()} at step {step}")

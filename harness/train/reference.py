@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 
 from harness.cache import cache_root, content_hash
+from harness.data.batches import TrainData
 from harness.logprobs import completion_token_logps, sequence_logps
 from harness.train import hardware
-from harness.train.data import TrainData
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".json", ".model", ".txt")
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from harness.data.batches import PairedData, TrainData
 from harness.data.tokenize import encode_ids, encode_pair, prompt_ids
 from harness.errors import HarnessError
 from harness.generation import SamplingConfig, sample_completions
@@ -31,7 +32,6 @@ from harness.registry import Registry
 from harness.suite import Budget
 from harness.train.budget import Accounting
 from harness.train.checkpoint import RunCheckpoint, load_weights
-from harness.train.data import PairedData, TrainData
 from harness.train.flops import ModelShape
 from harness.train.loop import PhaseCheckpoint, TrainResult, TrainSetup, train_policy
 from harness.train.reference import reference_sums

@@ -1,7 +1,8 @@
 """Turning one micro-batch into the LossInputs its loss declared it needs.
 
-Each need has one provider; the trainer calls the providers of the needs the loss declares and
-never looks at the loss's name. A need that the data cannot provide is reported before training
+Each need has one provider; the trainer (and evaluation's held-out implicit-reward check) calls
+the providers of the needs the loss declares and never looks at the loss's name. This module sits
+below train/ and evaluate/, which both use it. A need that the data cannot provide is reported before training
 starts (`unmet_needs`).
 """
 
@@ -13,9 +14,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from harness.data.batches import Batch, TrainData
 from harness.logprobs import CompletionStats, sequence_logps
 from harness.losses import LossInputs
-from harness.train.data import Batch, TrainData
 
 # Needs that require the reference model to run on the batch (token-level quantities, or
 # sequences that only exist in the batch): they cannot come from the sequence-sum cache.
@@ -129,7 +130,8 @@ def reference_runs_live(needs: frozenset[str], reference_moves: bool) -> bool:
     return "reference" in needs and (reference_moves or bool(needs & LIVE_REFERENCE_NEEDS))
 
 
-def build_loss_inputs(needs: frozenset[str], ctx: StepContext) -> LossInputs:
+def loss_inputs_for(needs: frozenset[str], ctx: StepContext) -> LossInputs:
+    """The base fields of the batch's shape plus, for each declared need, its provider's fields."""
     fields = _unpaired(ctx) if ctx.shape == "unpaired" else _paired(ctx)
     for need in sorted(needs):
         fields.update(PROVIDERS[need](ctx))

@@ -18,7 +18,7 @@ from functools import lru_cache
 
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
-from harness.data.sandbox.grammar import disfluency
+from harness.sandbox.grammar import disfluency
 
 
 @lru_cache(maxsize=1)

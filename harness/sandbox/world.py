@@ -33,8 +33,8 @@ import torch
 
 from harness.cache import cached_folder, content_hash
 from harness.data.jsonl import read_jsonl, write_jsonl
-from harness.data.sandbox import grammar, shapes, summary as summarize
-from harness.data.sandbox.lm import (
+from harness.sandbox import grammar, shapes, summary as summarize
+from harness.sandbox.lm import (
     TinyModelConfig,
     build_model,
     encode_demonstrations,
@@ -42,7 +42,7 @@ from harness.data.sandbox.lm import (
     pack_documents,
     train_next_token,
 )
-from harness.data.sandbox.reward import BradleyTerryJudge, GoldReward
+from harness.sandbox.reward import BradleyTerryJudge, GoldReward
 from harness.data.tokenize import encode_turns, open_turn, render_turns
 from harness.errors import HarnessError, did_you_mean
 

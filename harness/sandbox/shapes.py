@@ -20,9 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.data.sandbox import grammar
-from harness.data.sandbox.reward import BradleyTerryJudge, GoldReward
-from harness.data.stages import assign_stages, implicit_margins
+from harness.sandbox import grammar
+from harness.sandbox.reward import BradleyTerryJudge, GoldReward
+from harness.sandbox.stages import assign_stages, implicit_margins
 from harness.data.tokenize import TURN_SEPARATOR, open_turn, render_turns
 from harness.generation import SamplingConfig, sample_completions
 
