@@ -11,6 +11,11 @@ order, `n` samples per prompt, token ids up to and including the first EOS, and 
 the per-token log-probs of the sampled tokens under the model itself (temperature 1, no top-p:
 log π(y_t | x, y<t), the quantity every KL and reward estimate uses, not the sampling
 distribution's).
+
+Every sampling parameter is explicit (`SamplingConfig`) and the defaults draw from the model's
+own, untruncated distribution: temperature 1, top_k 0 (off), top_p 1. Both backends get the same
+parameters: `generation_config` for transformers (whose own default top_k of 50 would otherwise
+apply) and `harness.sampling.vllm_sampling_kwargs` for vLLM.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from __future__ import annotations
 import gc
 import importlib.util
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 import torch
@@ -26,26 +33,9 @@ from transformers import GenerationConfig
 
 from harness.data.tokenize import encode_ids, encode_prompts, pad_right, prompt_ids
 from harness.errors import HarnessError
+from harness.sampling import SamplingConfig, vllm_sampling_kwargs
 
 BACKENDS = ("auto", "transformers", "vllm")
-
-
-@dataclass(frozen=True)
-class SamplingConfig:
-    """How to sample: n completions per prompt, each at most max_new_tokens long.
-
-    logprobs: also return each sampled token's log-prob under the model (transformers: one
-    teacher-forced pass per batch after generation, exact in the model's dtype; vLLM: from the
-    engine, its raw logits before temperature and top-p).
-    """
-
-    n: int = 1
-    max_new_tokens: int = 24
-    temperature: float = 1.0
-    top_p: float = 1.0
-    batch_size: int = 128
-    seed: int = 0
-    logprobs: bool = False
 
 
 @dataclass(frozen=True)
@@ -96,20 +86,47 @@ def sample_completions(
 # transformers
 
 
-@torch.no_grad()
-def _sample_transformers(model, tokenizer, prompts, config: SamplingConfig, *, progress) -> list[Completion]:
-    model.eval()
-    torch.manual_seed(config.seed)
-    generation = GenerationConfig(
-        do_sample=config.temperature > 0,
-        temperature=config.temperature if config.temperature > 0 else None,
-        top_p=config.top_p if config.temperature > 0 else None,
+def generation_config(config: SamplingConfig, tokenizer) -> GenerationConfig:
+    """transformers' GenerationConfig for `config`, every distribution-shaping value explicit.
+
+    transformers (5.x, `_prepare_generation_config`) fills each value left None from the model's
+    generation_config.json, then from its global defaults, whose top_k is 50; its TopKLogitsWarper
+    is skipped only when top_k is 0, so "off" must be given as 0, never left None. Greedy
+    (temperature 0) draws nothing, so its temperature, top_k and top_p stay unset."""
+    sample = config.temperature > 0
+    return GenerationConfig(
+        do_sample=sample,
+        temperature=config.temperature if sample else None,
+        top_k=config.top_k if sample else None,
+        top_p=config.top_p if sample else None,
+        # neutral values of other processors that a checkpoint's generation_config.json may set
+        typical_p=1.0, epsilon_cutoff=0.0, eta_cutoff=0.0, repetition_penalty=1.0, no_repeat_ngram_size=0,
         max_new_tokens=config.max_new_tokens,
         num_return_sequences=config.n,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
         bos_token_id=tokenizer.bos_token_id,
     )
+
+
+@contextmanager
+def _without_checkpoint_defaults(model) -> Iterator[None]:
+    """Generate as if the model shipped no generation_config.json: a checkpoint's recommended
+    values (min_p, suppress_tokens, ...) are not the model's distribution, so none may apply
+    beyond what `generation_config` states."""
+    saved = getattr(model, "generation_config", None)
+    model.generation_config = GenerationConfig()
+    try:
+        yield
+    finally:
+        model.generation_config = saved
+
+
+@torch.no_grad()
+def _sample_transformers(model, tokenizer, prompts, config: SamplingConfig, *, progress) -> list[Completion]:
+    model.eval()
+    torch.manual_seed(config.seed)
+    generation = generation_config(config, tokenizer)
     out: list[Completion] = []
     starts = range(0, len(prompts), config.batch_size)
     # disable=None: tqdm hides itself when stderr is not a terminal (CI logs stay readable)
@@ -117,9 +134,10 @@ def _sample_transformers(model, tokenizer, prompts, config: SamplingConfig, *, p
     for start in tqdm(starts, desc=progress, disable=hide, leave=False):
         chunk = prompts[start : start + config.batch_size]
         input_ids, attention_mask = encode_prompts(tokenizer, chunk, device=model.device)
-        generated = model.generate(
-            input_ids=input_ids, attention_mask=attention_mask, generation_config=generation
-        )
+        with _without_checkpoint_defaults(model):
+            generated = model.generate(
+                input_ids=input_ids, attention_mask=attention_mask, generation_config=generation
+            )
         new_tokens = generated[:, input_ids.shape[1] :].tolist()
         batch: list[Completion] = []
         for row, ids in enumerate(new_tokens):
@@ -168,14 +186,8 @@ def _sample_vllm(model, tokenizer, prompts, config: SamplingConfig, *, progress)
     eos = tokenizer.eos_token_id
     # One SamplingParams per prompt, seeded by prompt, so that a prompt's samples do not depend
     # on which other prompts share the batch.
-    params = [
-        SamplingParams(
-            n=config.n, temperature=config.temperature, top_p=config.top_p if config.temperature > 0 else 1.0,
-            max_tokens=config.max_new_tokens, seed=config.seed + i, stop_token_ids=[eos],
-            logprobs=0 if config.logprobs else None, skip_special_tokens=True,
-        )
-        for i in range(len(prompts))
-    ]
+    params = [SamplingParams(**vllm_sampling_kwargs(config, seed=config.seed + i, eos_id=eos))
+              for i in range(len(prompts))]
     requests = [{"prompt_token_ids": prompt_ids(tokenizer, p)} for p in prompts]
     with tempfile.TemporaryDirectory(prefix="harness-vllm-") as folder:
         model.save_pretrained(folder)

@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from harness.errors import HarnessError, did_you_mean
+from harness.sampling import sampling_problem
 
 BUDGET_KINDS = ("flops", "tokens", "examples", "steps")
 ON_INVALID = ("drop", "error")  # data.on_invalid: what harness.data.loading does with a bad row
@@ -63,8 +64,12 @@ def identity_fields(config) -> dict[str, Any]:
 class EvalConfig:
     prompts: int = 64
     samples_per_prompt: int = 2
+    # How evaluation samples are drawn (harness.generation.SamplingConfig); the defaults draw from
+    # the policy's own, untruncated distribution, which the KL estimators assume. Part of every
+    # run's identity, so a change of any one is a different run.
     max_new_tokens: int = 24
     temperature: float = 1.0
+    top_k: int = 0  # 0: off (never transformers' default of 50)
     top_p: float = 1.0
     bootstrap: int = 2000
     seed: int = 1234
@@ -218,6 +223,10 @@ def _evaluate(config: EvalConfig, where: str) -> EvalConfig:
         raise HarnessError(f"{where}: evaluate.backend {config.backend!r} unknown{did_you_mean(config.backend, backends)}")
     if not config.reward_model:
         raise HarnessError(f"{where}: evaluate.reward_model is empty; use gold, a folder or a Hub id")
+    problem = sampling_problem(temperature=config.temperature, top_k=config.top_k, top_p=config.top_p,
+                               max_new_tokens=config.max_new_tokens)
+    if problem:
+        raise HarnessError(f"{where}: evaluate.{problem}")
     return config
 
 

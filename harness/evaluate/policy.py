@@ -51,9 +51,10 @@ class Evaluation:
 
 
 def sampling_config(config: EvalConfig, seed: int) -> SamplingConfig:
+    """How evaluation samples: every parameter from the suite's `evaluate:` section."""
     return SamplingConfig(
         n=config.samples_per_prompt, max_new_tokens=config.max_new_tokens,
-        temperature=config.temperature, top_p=config.top_p, seed=seed,
+        temperature=config.temperature, top_k=config.top_k, top_p=config.top_p, seed=seed,
     )
 
 

@@ -17,21 +17,23 @@ import math
 import random
 import statistics
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from harness.sandbox import grammar
 from harness.sandbox.reward import BradleyTerryJudge, GoldReward
 from harness.sandbox.stages import assign_stages, implicit_margins
 from harness.data.tokenize import TURN_SEPARATOR, open_turn, render_turns
-from harness.generation import SamplingConfig, sample_completions
+from harness.generation import sample_completions
+from harness.sampling import SamplingConfig
 
 
-def _sample(model, tokenizer, prompts: list[str], n: int, max_new_tokens: int, rng: random.Random) -> list[str]:
-    """n completions per prompt (prompt-major), from one seed drawn from `rng`."""
+def _sample(model, tokenizer, prompts: list[str], n: int, sampling: SamplingConfig, rng: random.Random) -> list[str]:
+    """n completions per prompt (prompt-major), drawn as `sampling` says (the world's
+    temperature, top-k, top-p and length), from one seed drawn from `rng`."""
     if not prompts:
         return []
-    config = SamplingConfig(n=n, max_new_tokens=max_new_tokens, seed=rng.randrange(2**31), batch_size=256)
+    config = replace(sampling, n=n, seed=rng.randrange(2**31), batch_size=256)
     return [c.text for c in sample_completions(model, tokenizer, prompts, config)]
 
 
@@ -40,10 +42,10 @@ def _sample(model, tokenizer, prompts: list[str], n: int, max_new_tokens: int, r
 
 
 def preference_pairs(model, tokenizer, prompts: list[str], reward: GoldReward, judge: BradleyTerryJudge,
-                     rng: random.Random, *, max_new_tokens: int, max_length: int, stages: int) -> list[dict[str, Any]]:
+                     rng: random.Random, *, sampling: SamplingConfig, max_length: int, stages: int) -> list[dict[str, Any]]:
     """Two SFT samples per prompt labelled by the judge (TRL's paired format plus the sandbox's
     columns); `stage` orders them easy to hard by the SFT model's own margin."""
-    samples = _sample(model, tokenizer, prompts, 2, max_new_tokens, rng)
+    samples = _sample(model, tokenizer, prompts, 2, sampling, rng)
     pairs = []
     for i, prompt in enumerate(prompts):
         a, b = samples[2 * i], samples[2 * i + 1]
@@ -76,7 +78,7 @@ class UnpairedResult:
 
 def unpaired_rows(model, tokenizer, prompts: Callable[[int], list[str]], reward: GoldReward,
                   judge: BradleyTerryJudge, rng: random.Random, *, rows: int, ratio: float,
-                  threshold: float | None, max_new_tokens: int) -> UnpairedResult:
+                  threshold: float | None, sampling: SamplingConfig) -> UnpairedResult:
     """KTO's data: one SFT sample per prompt, label = the judge prefers it to `threshold` (the
     first batch's median gold reward when None), with flips at the judge's flip rate; then the
     first desirable and undesirable rows in prompt order, in the ratio desirable:undesirable =
@@ -94,7 +96,7 @@ def unpaired_rows(model, tokenizer, prompts: Callable[[int], list[str]], reward:
         share = {side: (seen[side] / drawn if drawn else 0.5) for side in (True, False)}
         n = max(math.ceil(short[side] / max(share[side], 0.02) * 1.25) for side in (True, False) if short[side] > 0)
         batch = prompts(min(n, 20 * rows) + 8)
-        samples = _sample(model, tokenizer, batch, 1, max_new_tokens, rng)
+        samples = _sample(model, tokenizer, batch, 1, sampling, rng)
         scores = reward.many(samples)
         if cut is None:
             cut = statistics.median(scores)
@@ -140,7 +142,7 @@ def agent_turn(text: str) -> str:
 
 
 def session_rows(model, tokenizer, count: int, reward: GoldReward, rng: random.Random, *, exchanges: int,
-                 segment_turns: int, candidates: int, threshold: float, max_new_tokens: int) -> list[dict[str, Any]]:
+                 segment_turns: int, candidates: int, threshold: float, sampling: SamplingConfig) -> list[dict[str, Any]]:
     """`count` session pairs (SDPO's data), built a round of sampling at a time:
 
     A session is `exchanges` user questions from the grammar, the agent answering each. At each
@@ -165,7 +167,7 @@ def session_rows(model, tokenizer, count: int, reward: GoldReward, rng: random.R
                     for _ in range(drawn)]
         for k in range(exchanges):
             _session_round(model, tokenizer, sessions, k, reward, rng, segment_turns=segment_turns,
-                           candidates=candidates, threshold=threshold, max_new_tokens=max_new_tokens)
+                           candidates=candidates, threshold=threshold, sampling=sampling)
         found = [_session_row(s) for s in sessions if s.branch is not None and not s.dropped]
         success = max(len(found) / drawn, success / 4)  # grow at most 4-fold per attempt
         out += found[:need]
@@ -173,7 +175,7 @@ def session_rows(model, tokenizer, count: int, reward: GoldReward, rng: random.R
 
 
 def _session_round(model, tokenizer, sessions: list[_Session], k: int, reward: GoldReward, rng: random.Random,
-                   *, segment_turns: int, candidates: int, threshold: float, max_new_tokens: int) -> None:
+                   *, segment_turns: int, candidates: int, threshold: float, sampling: SamplingConfig) -> None:
     """Exchange k of every live session: one batch of candidates for the sessions still looking
     for a branch and for the chosen segments, one plain sample for the rejected segments."""
     searching = [s for s in sessions if s.branch is None and not s.dropped]
@@ -185,9 +187,9 @@ def _session_round(model, tokenizer, sessions: list[_Session], k: int, reward: G
     many_prompts = [open_turn(render_turns(s.history + [{"role": grammar.USER, "content": s.questions[k]}]))
                     for s in searching]
     many_prompts += [open_turn(render_turns(s.chosen, after=s.prompt)) for s in going_on]
-    many = _sample(model, tokenizer, many_prompts, candidates, max_new_tokens, rng)
+    many = _sample(model, tokenizer, many_prompts, candidates, sampling, rng)
     one = _sample(model, tokenizer, [open_turn(render_turns(s.rejected, after=s.prompt)) for s in going_on],
-                  1, max_new_tokens, rng)
+                  1, sampling, rng)
     for j, s in enumerate(searching + going_on):
         texts = [agent_turn(t) for t in many[j * candidates : (j + 1) * candidates]]
         scores = reward.many(texts)

@@ -45,9 +45,11 @@ from harness.sandbox.lm import (
 from harness.sandbox.reward import BradleyTerryJudge, GoldReward
 from harness.data.tokenize import encode_turns, open_turn, render_turns
 from harness.errors import HarnessError, did_you_mean
+from harness.sampling import SamplingConfig, sampling_problem
 
 # Bump when the build procedure changes in a way that changes its output.
-SANDBOX_VERSION = 2
+# 3: the data are sampled from the SFT model's untruncated distribution (2 drew from its top 50).
+SANDBOX_VERSION = 3
 
 # Every data file of a world (data/<name>.jsonl) and its columns; the trainer reads these.
 DATA_FILES: dict[str, tuple[str, ...]] = {
@@ -105,6 +107,10 @@ class SandboxConfig:
     stages: int = 2  # sDPO's ordered chunks of pairs_train
     max_new_tokens: int = 24
     session_max_new_tokens: int = 16
+    # how the data are sampled from the SFT model (defaults: its own, untruncated distribution)
+    sample_temperature: float = 1.0
+    sample_top_k: int = 0  # 0: off
+    sample_top_p: float = 1.0
     # the gold reward and the judge
     judge_temperature: float = 0.25
     flip_rate: float = 0.0
@@ -156,6 +162,15 @@ class SandboxConfig:
         for name, ok, what in checks:
             if not ok:
                 raise HarnessError(f"{where}: sandbox.{name} = {getattr(self, name)!r} must be {what}")
+        problem = sampling_problem(temperature=self.sample_temperature, top_k=self.sample_top_k,
+                                   top_p=self.sample_top_p, max_new_tokens=self.max_new_tokens)
+        if problem:
+            raise HarnessError(f"{where}: sandbox.sample_{problem}")
+
+    def sampling(self, max_new_tokens: int) -> SamplingConfig:
+        """How the data are sampled from the SFT model, with completions of at most `max_new_tokens`."""
+        return SamplingConfig(max_new_tokens=max_new_tokens, temperature=self.sample_temperature,
+                              top_k=self.sample_top_k, top_p=self.sample_top_p)
 
     def key(self) -> str:
         return content_hash({"version": SANDBOX_VERSION, **asdict(self)})
@@ -322,7 +337,7 @@ def _build(config: SandboxConfig, out: Path, verbose: bool) -> None:
     for name, prompts in (("pairs_train", train_prompts), ("pairs_eval", eval_prompts[: config.eval_pairs])):
         files[name] = shapes.preference_pairs(
             model, tokenizer, prompts, reward, judge, _stream(config.seed, name),
-            max_new_tokens=config.max_new_tokens, max_length=config.max_length, stages=config.stages,
+            sampling=config.sampling(config.max_new_tokens), max_length=config.max_length, stages=config.stages,
         )
     seconds["pairs"] = time.perf_counter() - t
 
@@ -330,7 +345,7 @@ def _build(config: SandboxConfig, out: Path, verbose: bool) -> None:
     unpaired = shapes.unpaired_rows(
         model, tokenizer, training_prompts, reward, judge, _stream(config.seed, "unpaired"),
         rows=config.unpaired, ratio=config.kto_desirable_ratio, threshold=config.kto_threshold,
-        max_new_tokens=config.max_new_tokens,
+        sampling=config.sampling(config.max_new_tokens),
     )
     files["unpaired_train"] = unpaired.rows
     seconds["unpaired"] = time.perf_counter() - t
@@ -340,7 +355,7 @@ def _build(config: SandboxConfig, out: Path, verbose: bool) -> None:
         model, tokenizer, config.sessions + config.eval_sessions, reward, _stream(config.seed, "sessions"),
         exchanges=config.session_exchanges, segment_turns=config.session_segment_turns,
         candidates=config.session_candidates, threshold=config.session_threshold,
-        max_new_tokens=config.session_max_new_tokens,
+        sampling=config.sampling(config.session_max_new_tokens),
     )
     files["sessions_train"] = sessions[: config.sessions]
     files["sessions_eval"] = sessions[config.sessions :]
@@ -419,6 +434,8 @@ def _summary(config: SandboxConfig, lm: dict, files: dict[str, list[dict]], unpa
             "disfluent_fraction": round(sum(d > 0 for d in disfluency) / max(len(texts), 1), 4),
             "disfluency_mean": round(statistics.fmean(disfluency), 4) if texts else 0.0,
             "lengths": summarize.lengths(texts),
+            # how many of the vocabulary's words the samples use (a top-50 sampler capped this)
+            "distinct_words": len({w for t in texts for w in t.split()}),
         },
         "samples": _examples(prompts, texts, rewards),
         "data": data,

@@ -26,8 +26,9 @@ import torch
 from harness.data.batches import PairedData, TrainData
 from harness.data.tokenize import encode_ids, encode_pair, prompt_ids
 from harness.errors import HarnessError
-from harness.generation import SamplingConfig, sample_completions
-from harness.losses.base import Constraint, in_range, keyword_defaults, positive, resolve_hparams
+from harness.generation import sample_completions
+from harness.sampling import SamplingConfig
+from harness.losses.base import Constraint, in_range, keyword_defaults, non_negative, positive, resolve_hparams
 from harness.registry import Registry
 from harness.suite import Budget
 from harness.train.budget import Accounting
@@ -198,13 +199,17 @@ def stages(run: RegimeRun, *, stages: int = 2) -> TrainResult:
 
 
 @register_regime("spin_iterations", data="sft",
-                 constraints={"iterations": positive(), "gen_temperature": in_range(0.0, 10.0, low_open=True)})
+                 constraints={"iterations": positive(), "gen_temperature": in_range(0.0, 10.0, low_open=True),
+                              "gen_top_k": non_negative(), "gen_top_p": in_range(0.0, 1.0, low_open=True),
+                              "gen_max_new_tokens": positive()})
 def spin_iterations(run: RegimeRun, *, iterations: int = 2, mix_previous: bool = False,
-                    gen_max_new_tokens: int = 24, gen_temperature: float = 1.0) -> TrainResult:
+                    gen_max_new_tokens: int = 24, gen_temperature: float = 1.0, gen_top_k: int = 0,
+                    gen_top_p: float = 1.0) -> TrainResult:
     """SPIN: iteration k generates y' ~ π_k for every SFT prompt, trains on (chosen = the SFT
     response, rejected = y') with π_k as the reference, and yields π_{k+1}. With mix_previous the
     previous iteration's generated pairs are trained on too (the paper's data mixing). The
-    budget is split equally over the iterations; each pays for its own generation."""
+    budget is split equally over the iterations; each pays for its own generation. gen_*: how
+    y' is sampled (harness.sampling; the defaults draw from π_k itself, top-k and top-p off)."""
     if not run.sft_rows:
         raise HarnessError("regime 'spin_iterations' needs SFT demonstrations (prompt, completion)")
     tokenizer, pad_id, max_length = run.tokenizer, run.setup.pad_id, run.setup.config.max_length
@@ -222,7 +227,7 @@ def spin_iterations(run: RegimeRun, *, iterations: int = 2, mix_previous: bool =
         initial = Accounting()
         if len(generated) <= k:  # generate with π_k (= the reference) unless resumed after it
             sampling = SamplingConfig(n=1, max_new_tokens=gen_max_new_tokens, temperature=gen_temperature,
-                                      seed=run.setup.seed * 1000 + k)
+                                      top_k=gen_top_k, top_p=gen_top_p, seed=run.setup.seed * 1000 + k)
             samples = sample_completions(reference, tokenizer, prompts, sampling)
             generated.append([list(s.token_ids) for s in samples])
         prompt_lengths = [len(prompt_ids(tokenizer, p)) for p in prompts]
