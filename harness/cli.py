@@ -54,6 +54,14 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--no-report", action="store_true", help="do not rewrite reports/<suite>.html")
     _store_args(evaluate)
 
+    verify = sub.add_parser("verify", help="re-run K stored runs in a temporary folder: bit-identical, within "
+                                           "the stored CIs or outside them, and whether fingerprints match")
+    verify.add_argument("suite", help="a suite file (or the name of suites/NAME.yaml)")
+    verify.add_argument("--runs", type=int, default=3, metavar="K", help="runs to re-run, across methods (default 3)")
+    verify.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="the overrides the suite was run with (repeatable)")
+    _store_args(verify)
+
     methods = sub.add_parser("methods", help="list every registered method")
     methods.add_argument("--json", action="store_true", help="print JSON")
 
@@ -222,6 +230,22 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_verify(args) -> int:
+    from harness.suite import load_suite
+    from harness.verify import BIT_IDENTICAL, FAILED, OUTSIDE, verify_suite
+
+    path = Path(args.suite)
+    if path.suffix not in (".yaml", ".yml") and not path.exists():
+        path = Path("suites") / f"{args.suite}.yaml"
+    suite = load_suite(path, args.set)
+    _quiet_libraries()
+    verdicts = verify_suite(suite, Path(args.results), runs=args.runs)
+    bad = [v for v in verdicts if v.outcome in (OUTSIDE, FAILED)]
+    print(f"{suite.name}: {len(verdicts) - len(bad)} of {len(verdicts)} reruns reproduce the stored results"
+          + (" bit for bit" if all(v.outcome == BIT_IDENTICAL for v in verdicts) else ""))
+    return EXIT_RUN_FAILED if bad else 0
+
+
 def cmd_methods(args) -> int:
     from harness.methods import render_methods
 
@@ -260,6 +284,7 @@ COMMANDS = {
     "rank": cmd_rank,
     "leaderboard": cmd_leaderboard,
     "evaluate": cmd_evaluate,
+    "verify": cmd_verify,
     "methods": cmd_methods,
     "sandbox": cmd_sandbox,
 }

@@ -24,6 +24,7 @@ from harness.evaluate.implicit import defines_implicit_reward, implicit_reward_a
 from harness.evaluate.policy import Baseline, chosen_from_file, evaluate_policy, make_baseline
 from harness.evaluate.reward_models import RewardModel, load_reward_model
 from harness.evaluate.stats import bootstrap_mean
+from harness.fingerprint import world_fingerprint
 from harness.logprobs import completion_token_logps
 from harness.losses import get_loss
 from harness.models import frozen_copy, load_policy, load_tokenizer, pick_device, resolve_model_path
@@ -31,6 +32,7 @@ from harness.needs import unmet_needs
 from harness.plan import RunSpec, plan_suite
 from harness.plugins import load_suite_plugins
 from harness.results import ResultStore, method_card
+from harness.sampling import sampling_fields
 from harness.results.schema import ACCOUNTING_COLUMNS, IDENTITY_COLUMNS, SCHEMA_VERSION
 from harness.sandbox.world import Sandbox, SandboxConfig, load_or_build_sandbox
 from harness.suite import SANDBOX, Suite
@@ -62,7 +64,9 @@ class World:
     reward: RewardModel  # evaluate.reward_model: the judge of rewards and win rates
     device: torch.device
     data_loading: dict[str, Any] | None = None  # a real dataset's load stats per file (harness.data.prepare)
+    sandbox: SandboxConfig | None = None  # the sandbox world the suite uses, if any
     _baseline: Baseline | None = None
+    _fingerprint: dict[str, Any] | None = None
     _data: dict[str, TrainData] = field(default_factory=dict)
     _reference: dict[str, torch.Tensor] = field(default_factory=dict)
 
@@ -73,6 +77,15 @@ class World:
                 chosen=chosen_from_file(self.files.get("eval_pairs"), self.eval_prompts), progress="start: baseline",
             )
         return self._baseline
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What shaped every run of the suite (harness.fingerprint), hashed once per suite."""
+        if self._fingerprint is None:
+            self._fingerprint = world_fingerprint(
+                start_model=self.start_model, tokenizer=self.tokenizer, files=self.files,
+                eval_prompts=self.eval_prompts, sandbox=self.sandbox.key() if self.sandbox else None,
+                device=self.device)
+        return self._fingerprint
 
     def rows(self, shape: str) -> list[dict]:
         path = self.files.get(shape)
@@ -155,7 +168,7 @@ def prepare_world(suite: Suite) -> World:
         reward=load_reward_model(suite.evaluate.reward_model, length_weight=config.length_weight,
                                  fluency_weight=config.fluency_weight, device=device,
                                  batch_size=suite.evaluate.reward_batch_size, where=f"{suite.path}: evaluate.reward_model"),
-        device=device, data_loading=data_loading,
+        device=device, data_loading=data_loading, sandbox=config if sandbox else None,
     )
 
 
@@ -412,8 +425,22 @@ def _manifest(spec: RunSpec, world: World) -> dict[str, Any]:
         "versions": {"harness": __version__, "torch": torch.__version__, "python": platform.python_version()},
         "git_sha": _git_sha(), "hardware": _hardware(world.device),
         "truncated_sequences": {shape: data.truncated for shape, data in world._data.items()},
+        "sampling": _sampling_record(spec, world), "fingerprint": world.fingerprint(),
         "data_loading": world.data_loading, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+def _sampling_record(spec: RunSpec, world: World) -> dict[str, Any]:
+    """How every sample behind the run was drawn: the evaluation's samples (policy and start
+    baseline), the sandbox's data, and a regime's own generation (SPIN's gen_* settings)."""
+    record: dict[str, Any] = {"evaluation": {**sampling_fields(spec.evaluate), "seed": spec.evaluate.seed,
+                                             "backend": spec.evaluate.backend}}
+    if world.sandbox is not None and spec.dataset == SANDBOX:
+        record["sandbox_data"] = sampling_fields(world.sandbox.sampling(world.sandbox.max_new_tokens))
+    generation = {k: v for k, v in spec.hparams if k.startswith("gen_")}
+    if generation:
+        record["training_generation"] = generation
+    return record
 
 
 def _git_sha() -> str | None:

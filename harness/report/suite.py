@@ -39,6 +39,7 @@ from harness.report.figures import (
     win_rate_heatmap,
 )
 from harness.report.html import Cell, esc, figure_div, page, table, write_atomic
+from harness.report.reproducibility import reproducibility_html
 from harness.report.sections import (
     COMPUTE_TEXT,
     MATRIX_TEXT,
@@ -139,6 +140,7 @@ def render_suite_report(
     if curves is not None:
         sections += ["<h2>Training curves</h2>", figure_div(curves, "training-curves"),
                      '<p class="muted">Mean over seeds at each optimizer step.</p>']
+    sections += ["<h2>Sampling and reproducibility</h2>", reproducibility_html(manifests or {})]
     sections += ["<h2>Methods</h2>", method_cards_html(metrics, method_cards(manifests or {}), order)]
     return page(f"harness report: {suite}", "\n".join(sections))
 

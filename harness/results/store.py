@@ -312,6 +312,11 @@ class ResultStore:
             return results_schema().empty_table().to_pandas()
         return pd.concat([_read(p) for p in paths], ignore_index=True)
 
+    def read_run(self, run_id: str) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+        """One finished run's metric rows and its per-sample rows (None when it has none)."""
+        samples = self.samples_path(run_id)
+        return _read(self.metrics_path(run_id)), (_read(samples) if samples.exists() else None)
+
     def read_samples(self, columns: list[str] | None = None) -> pd.DataFrame:
         """The per-sample rows of the finished runs (all columns, or `columns`); empty if none."""
         schema = samples_schema()
