@@ -232,7 +232,7 @@ def cmd_evaluate(args) -> int:
 
 def cmd_verify(args) -> int:
     from harness.suite import load_suite
-    from harness.verify import BIT_IDENTICAL, FAILED, OUTSIDE, verify_suite
+    from harness.commands.verify import BIT_IDENTICAL, FAILED, OUTSIDE, verify_suite
 
     path = Path(args.suite)
     if path.suffix not in (".yaml", ".yml") and not path.exists():

@@ -31,7 +31,7 @@ def random_model(harness_cache):
     the next-token logits have a standard deviation of about 2 (far from uniform)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from harness.data.sandbox.world import SandboxConfig, load_or_build_sandbox
+    from harness.sandbox.world import SandboxConfig, load_or_build_sandbox
     from harness.models import load_tokenizer
     from tests.conftest import TINY_SANDBOX
 
@@ -153,7 +153,7 @@ def test_sampling_parameters_are_validated_and_part_of_the_run_identity(tmp_path
 
 
 def test_sandbox_and_spin_sample_with_explicit_parameters():
-    from harness.data.sandbox.world import SandboxConfig
+    from harness.sandbox.world import SandboxConfig
     from harness.losses import get_loss
     from harness.train.regimes import resolve_method_hparams
 

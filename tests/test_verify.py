@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from harness.fingerprint import fingerprint_differences
-from harness.verify import BIT_IDENTICAL, compare_metrics, pick_runs
+from harness.commands.verify import BIT_IDENTICAL, compare_metrics, pick_runs
 
 
 def _rows(values: dict[str, float]) -> pd.DataFrame:

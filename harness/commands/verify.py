@@ -24,6 +24,7 @@ from harness.fingerprint import fingerprint_differences
 from harness.plan import RunSpec, plan_suite
 from harness.plugins import load_suite_plugins
 from harness.results import ResultStore
+from harness.runner import prepare_world, run_one
 from harness.suite import Suite
 
 BIT_IDENTICAL, WITHIN, OUTSIDE, FAILED = "bit-identical", "within the stored CIs", "outside the stored CIs", "failed"
@@ -119,8 +120,6 @@ def verdict(spec: RunSpec, stored: ResultStore, rerun: ResultStore) -> Verdict:
 def verify_suite(suite: Suite, results_root: Path, *, runs: int = 3, log=print) -> list[Verdict]:
     """Re-run `runs` stored runs of `suite` (chosen across methods) in a temporary folder and
     compare each with what is stored under `results_root`; nothing stored is written."""
-    from harness.runner import prepare_world, run_one  # here: the command's import stays light
-
     if runs < 1:
         raise HarnessError(f"harness verify: --runs {runs} must be at least 1")
     load_suite_plugins(suite)
