@@ -321,12 +321,15 @@ class CompletionStats:
     vocab_kl: KL(π_ref(·|x,y<t) ‖ πθ(·|x,y<t)) over the vocabulary, differentiable w.r.t. the
         policy (None unless asked).
     entropy: entropy of πθ(·|x,y<t), differentiable (None unless asked).
+    log_collision: log Σ_v πθ(v|x,y<t)², the log-probability that two draws from the policy at
+        that position agree (WPO's alignment term), no grad (None unless asked).
     """
 
     policy_token_logps: Tensor
     reference_token_logps: Tensor | None = None
     vocab_kl: Tensor | None = None
     entropy: Tensor | None = None
+    log_collision: Tensor | None = None
 
 
 def _chunk_stats(
@@ -338,15 +341,17 @@ def _chunk_stats(
     reference_head: Callable[[Tensor], Tensor] | None,
     want_kl: bool,
     want_entropy: bool,
+    want_collision: bool = False,
 ) -> tuple[Tensor, ...]:
-    """Stats for one chunk of n rows: (policy logps, [reference logps], [KL], [entropy]), each (n,).
+    """Stats for one chunk of n rows: (policy logps, [reference logps], [KL], [entropy],
+    [log collision]), each (n,).
 
     Runs under checkpoint, so its (n, V) intermediates are freed after the forward and recomputed
     in the backward. The reference head runs without grad: its weights must get none, even if
     the caller left them trainable.
     """
     policy_logits = policy_head(policy_rows).float()
-    if not (want_kl or want_entropy):  # the common case needs no (n, V) log_softmax at all
+    if not (want_kl or want_entropy or want_collision):  # the common case needs no (n, V) log_softmax at all
         policy_logps = None
         out = [token_logps_from_logits(policy_logits, targets)]
     else:
@@ -360,6 +365,9 @@ def _chunk_stats(
             out.append(_kl_from_logps(policy_logps, reference_logps))
     if want_entropy:
         out.append(_entropy_from_logps(policy_logps))
+    if want_collision:
+        with torch.no_grad():  # a weight, never differentiated
+            out.append(torch.logsumexp(2.0 * policy_logps, dim=-1))
     return tuple(out)
 
 
@@ -372,6 +380,7 @@ def completion_stats(
     reference: torch.nn.Module | None = None,
     vocab_kl: bool = False,
     entropy: bool = False,
+    collision: bool = False,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     packing: bool = True,
 ) -> CompletionStats:
@@ -392,6 +401,7 @@ def completion_stats(
         "reference_token_logps": reference is not None,
         "vocab_kl": vocab_kl,
         "entropy": entropy,
+        "log_collision": collision,
     }
     names = [name for name, want in wanted.items() if want]
     positions = completion_mask.nonzero(as_tuple=True)
@@ -410,6 +420,7 @@ def completion_stats(
         reference_head=reference_head,
         want_kl=vocab_kl,
         want_entropy=entropy,
+        want_collision=collision,
     )
     # Without grad there is no backward to save memory for, so no checkpoint.
     use_checkpoint = torch.is_grad_enabled() and policy_rows.requires_grad

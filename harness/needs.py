@@ -97,6 +97,11 @@ def _vocab_kl(ctx: StepContext) -> dict[str, Tensor]:
             "rejected_vocab_kl": ctx.batch.block(ctx.stats.vocab_kl, 1)}
 
 
+def _vocab_collision(ctx: StepContext) -> dict[str, Tensor]:
+    return {"chosen_log_collision": ctx.batch.block(ctx.stats.log_collision, 0),
+            "rejected_log_collision": ctx.batch.block(ctx.stats.log_collision, 1)}
+
+
 def _extras(*names: str) -> Callable[[StepContext], dict[str, Tensor]]:
     return lambda ctx: {name: ctx.batch.extras[name] for name in names}
 
@@ -116,6 +121,7 @@ PROVIDERS: dict[str, Callable[[StepContext], dict[str, Tensor]]] = {
     "scores": _extras("chosen_scores", "rejected_scores"),
     "segments": _extras("chosen_segment_mask", "rejected_segment_mask"),
     "sft_target": _sft_target,
+    "vocab_collision": _vocab_collision,
 }
 
 

@@ -16,7 +16,7 @@ from harness.losses import LossSpec
 from harness.needs import StepContext, loss_inputs_for
 
 # Needs that held-out pairs can satisfy (no labels, mismatched pairs or segment masks).
-EVALUABLE_NEEDS = frozenset({"reference", "token_logps", "vocab_kl", "scores", "sft_target"})
+EVALUABLE_NEEDS = frozenset({"reference", "token_logps", "vocab_kl", "scores", "sft_target", "vocab_collision"})
 
 
 def defines_implicit_reward(loss: LossSpec) -> bool:
@@ -38,6 +38,7 @@ def implicit_reward_accuracies(policy, reference, loss: LossSpec, hparams: dict,
         stats = completion_stats(
             policy, batch.input_ids, batch.attention_mask, batch.completion_mask,
             reference=reference if loss.uses_reference else None, vocab_kl="vocab_kl" in loss.needs,
+            collision="vocab_collision" in loss.needs,
         )
         ctx = StepContext(batch, "paired", stats)
         result = loss.fn(loss_inputs_for(loss.needs, ctx), **hparams)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from harness.losses.base import LossInputs, LossOutput, positive, register_loss
+from harness.losses.base import LossInputs, LossOutput, linear_range, positive, register_loss
 from harness.losses.common import chosen_rejected_logratios, preference_metrics
+from harness.losses.kto import unpaired_metrics
+from harness.losses.spaces import DPO_BETA
 
 _PAPER = (
     "D'Oosterlinck et al. 2024, Anchored Preference Optimization and Contrastive Revisions: "
@@ -15,6 +17,7 @@ _PAPER = (
 
 @register_loss(
     "apo_zero",
+    search_space={"beta": DPO_BETA},
     needs=("reference",),
     reduction="sum",
     paper=_PAPER,
@@ -37,6 +40,7 @@ def apo_zero(inputs: LossInputs, *, beta: float = 0.1) -> LossOutput:
 
 @register_loss(
     "apo_down",
+    search_space={"beta": DPO_BETA},
     needs=("reference",),
     reduction="sum",
     paper=_PAPER,
@@ -54,3 +58,43 @@ def apo_down(inputs: LossInputs, *, beta: float = 0.1) -> LossOutput:
     chosen_rewards, rejected_rewards = beta * chosen_logratios, beta * rejected_logratios
     losses = torch.sigmoid(chosen_rewards) + (1.0 - torch.sigmoid(chosen_rewards - rejected_rewards))
     return LossOutput(losses, preference_metrics(chosen_rewards, rejected_rewards))
+
+
+@register_loss(
+    "apo_zero_unpaired",
+    search_space={
+        "beta": DPO_BETA,
+        "desirable_weight": linear_range(
+            1.0, 4.0 / 3.0, "as KTO's: keep λ_D n_D / (λ_U n_U) in [1, 4/3] (Ethayarajh et al. 2024, §4)"
+        ),
+        "undesirable_weight": linear_range(
+            0.75, 1.0, "as KTO's: keep λ_D n_D / (λ_U n_U) in [1, 4/3] (Ethayarajh et al. 2024, §4)"
+        ),
+    },
+    needs=("reference", "labels"),
+    data="unpaired",
+    reduction="sum",
+    paper=_PAPER,
+    formula="desirable: λ_D (1 − σ(β r)); undesirable: λ_U σ(β r); r = log πθ(y) − log π_ref(y)",
+    constraints={"beta": positive(), "desirable_weight": positive(), "undesirable_weight": positive()},
+)
+def apo_zero_unpaired(
+    inputs: LossInputs, *, beta: float = 0.1, desirable_weight: float = 1.0, undesirable_weight: float = 1.0
+) -> LossOutput:
+    """APO-zero on unpaired data (D'Oosterlinck et al. 2024, Eq. 7 split by label), one completion
+    per example: desirable λ_D (1 − σ(β r)), undesirable λ_U σ(β r), r the summed log-ratio.
+
+    APO-zero's two terms need no pairing, so each applies to its own labelled completion. This is
+    TRL 1.16's KTOConfig(loss_type="apo_zero_unpaired") (kto_trainer.py, the "apo_zero_unpaired"
+    branches of kto_loss): KTO's losses with the reference point z0 = 0, so it needs no mismatched
+    pairs and no KL pass. λ_D, λ_U are TRL's desirable_weight and undesirable_weight.
+    Metrics as KTO's with z0 = 0: rewards = β r (B,), per-label means (scalars), accuracies (B,)
+    where β r lies on the label's side of 0.
+    """
+    logratios = inputs.policy_logps - inputs.reference_logps
+    desirable = inputs.labels.bool()
+    rewards = beta * logratios
+    losses = torch.where(
+        desirable, desirable_weight * (1.0 - torch.sigmoid(rewards)), undesirable_weight * torch.sigmoid(rewards)
+    )
+    return LossOutput(losses, unpaired_metrics(rewards, desirable, rewards.new_zeros(())))

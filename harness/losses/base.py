@@ -16,6 +16,10 @@ A loss is a small pure function, registered by name:
 - `regime` names the procedure around the one training loop when the method changes the
   procedure, not just the formula (SPIN's iterations, sDPO's stages, TR-DPO's reference sync);
   the regime's own hyper-parameters are given in the suite next to the loss's.
+- `search_space` declares, per numeric hyper-parameter, the range a tuner may search, its scale
+  (log, linear, or a list of choices) and where the range comes from (a paper's sweep, the
+  authors' configs); every method also gets the shared learning-rate dimension (SHARED_SPACE).
+  Spaces are checked against the loss's constraints when it is registered.
 """
 
 from __future__ import annotations
@@ -43,9 +47,12 @@ NEEDS: dict[str, str] = {
     "scores": "a scalar score per response (chosen_scores, rejected_scores)",
     "segments": "per-token segment masks of multi-turn sessions (*_segment_mask, B x T)",
     "sft_target": "summed log-probs of an SFT target completion (policy_sft_logps, sft_lengths)",
+    "vocab_collision": "per-position log Σ_v πθ(v|x,y<t)² over the full vocabulary (*_log_collision, "
+    "B x T), no grad (WPO's aligned weights)",
 }
 
-REDUCTIONS = ("sum", "mean", "hparam")  # "hparam": the loss exposes the choice as a hyper-parameter
+REDUCTIONS = ("sum", "mean", "hparam")
+SCALES = ("log", "linear", "choice")  # "hparam": the loss exposes the choice as a hyper-parameter
 
 
 @dataclass(frozen=True)
@@ -92,6 +99,9 @@ class LossInputs:
     # needs "sft_target"
     policy_sft_logps: Tensor | None = None  # (B,)
     sft_lengths: Tensor | None = None  # (B,)
+    # needs "vocab_collision": log Σ_v πθ(v|x,y<t)², 0 outside the completion, detached
+    chosen_log_collision: Tensor | None = None  # (B, T)
+    rejected_log_collision: Tensor | None = None  # (B, T)
     # running state kept by the trainer for losses that declare `state` (e.g. BCO's reward mean)
     state: Mapping[str, Tensor] = field(default_factory=dict)
 
@@ -146,6 +156,116 @@ def one_of(*choices: str) -> Constraint:
 
 
 @dataclass(frozen=True)
+class Dimension:
+    """One hyper-parameter's search range: [low, high] on a log or linear scale, or a list of
+    choices; `source` says where the range comes from (a paper's sweep, the authors' configs).
+    `relative_to` names a suite setting the values multiply (the learning rate is searched as a
+    factor of the suite's train.lr, so one space fits every model size)."""
+
+    scale: str
+    source: str
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[Any, ...] = ()
+    relative_to: str | None = None
+
+    def describe(self) -> dict[str, Any]:
+        """A plain, JSON-serializable view (for `harness methods --json` and tuners)."""
+        out: dict[str, Any] = {"scale": self.scale}
+        if self.scale == "choice":
+            out["choices"] = list(self.choices)
+        else:
+            out["low"], out["high"] = self.low, self.high
+        if self.relative_to:
+            out["relative_to"] = self.relative_to
+        out["source"] = self.source
+        return out
+
+    def text(self) -> str:
+        """A short one-line form: `log[0.01, 1]`, `choice{True, False}`, `x train.lr`."""
+        if self.scale == "choice":
+            body = "{" + ", ".join(map(repr, self.choices)) + "}"
+        else:
+            body = f"[{self.low:g}, {self.high:g}]"
+        return f"{self.scale}{body}" + (f"×{self.relative_to}" if self.relative_to else "")
+
+    def probes(self) -> list[Any]:
+        """Values that must all satisfy the hyper-parameter's constraint: the ends, the middle."""
+        if self.scale == "choice":
+            return list(self.choices)
+        if self.scale == "log":
+            return [self.low, math.sqrt(self.low * self.high), self.high]
+        return [self.low, (self.low + self.high) / 2, self.high]
+
+    def contains(self, value: Any) -> bool:
+        if self.scale == "choice":
+            return value in self.choices
+        return self.low <= value <= self.high
+
+
+def log_range(low: float, high: float, source: str) -> Dimension:
+    return Dimension("log", source, float(low), float(high))
+
+
+def linear_range(low: float, high: float, source: str) -> Dimension:
+    return Dimension("linear", source, float(low), float(high))
+
+
+def choice(*choices: Any, source: str) -> Dimension:
+    return Dimension("choice", source, choices=tuple(choices))
+
+
+# The dimension every method gets, whatever its loss: methods differ in the step size they
+# tolerate (reference-free ones with length-averaged rewards take larger steps), so comparing
+# them at one shared learning rate favours some. A factor of the suite's train.lr, so the same
+# space serves the sandbox's tiny model and a 7B one.
+SHARED_SPACE: dict[str, Dimension] = {
+    "lr": Dimension(
+        "log",
+        "the SimPO paper tunes the learning rate per method over 3e-7..1e-6 for 7-8B models (Meng "
+        "et al. 2024, Table 7), a factor of ~3; a decade either side of train.lr covers that at any "
+        "model size",
+        0.1, 10.0, relative_to="train.lr",
+    )
+}
+
+
+def validate_search_space(
+    owner: str, defaults: Mapping[str, Any], constraints: Mapping[str, Constraint], space: Mapping[str, Dimension]
+) -> None:
+    """Every dimension names a hyper-parameter, has a source and a well-formed range whose ends and
+    middle satisfy the constraint, and contains the default. Raises HarnessError."""
+    for key, dim in space.items():
+        where = f"{owner}: search_space[{key!r}]"
+        if key not in defaults:
+            raise HarnessError(f"{where} names no hyper-parameter{did_you_mean(key, defaults)}")
+        if dim.scale not in SCALES:
+            raise HarnessError(f"{where}: scale {dim.scale!r} should be one of {', '.join(SCALES)}")
+        if not dim.source.strip():
+            raise HarnessError(f"{where}: give the source of the range (a paper's sweep, the authors' configs)")
+        if dim.scale == "choice":
+            if not dim.choices:
+                raise HarnessError(f"{where}: a choice needs at least one value")
+        elif dim.low is None or dim.high is None or not dim.low < dim.high:
+            raise HarnessError(f"{where}: needs low < high, got [{dim.low}, {dim.high}]")
+        elif dim.scale == "log" and dim.low <= 0:
+            raise HarnessError(f"{where}: a log scale needs low > 0, got {dim.low}")
+        constraint = constraints.get(key)
+        for value in dim.probes():
+            if constraint is not None and not constraint.check(value):
+                raise HarnessError(f"{where}: {value!r} {constraint.text}; narrow the range")
+        if not dim.contains(defaults[key]):
+            raise HarnessError(f"{where}: {dim.text()} leaves out the default {defaults[key]!r}")
+
+
+def unsearched(defaults: Mapping[str, Any], space: Mapping[str, Dimension]) -> list[str]:
+    """Numeric hyper-parameters without a dimension: a gap in the space (the contract asks for none).
+    Switches between variants (bools, strings) may stay fixed at their defaults."""
+    numeric = [k for k, v in defaults.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return [k for k in numeric if k not in space]
+
+
+@dataclass(frozen=True)
 class LossSpec:
     """A registered loss: the function and what it declares about itself."""
 
@@ -161,11 +281,19 @@ class LossSpec:
     state: tuple[str, ...] = ()
     regime: str = "standard"  # the training procedure around the loop (harness.train.regimes)
     origin: str = "built-in"
+    search_space: Mapping[str, Dimension] = field(default_factory=dict)  # the loss's own; see `space`
+    trains_rejected: bool = True  # False: only the chosen completion gets a gradient (SFT)
+    defaults: Mapping[str, Any] | None = None  # hyper-parameters when not the signature's (mixtures)
 
     @property
     def hparams(self) -> dict[str, Any]:
         """Hyper-parameter names and their defaults, from the keyword-only signature."""
-        return keyword_defaults(self.fn)
+        return dict(self.defaults) if self.defaults is not None else keyword_defaults(self.fn)
+
+    @property
+    def space(self) -> dict[str, Dimension]:
+        """The full search space a tuner gets: the shared dimensions, then the loss's own."""
+        return {**SHARED_SPACE, **self.search_space}
 
     @property
     def uses_reference(self) -> bool:
@@ -255,6 +383,8 @@ def register_loss(
     constraints: Mapping[str, Constraint] | None = None,
     state: tuple[str, ...] = (),
     regime: str = "standard",
+    search_space: Mapping[str, Dimension] | None = None,
+    trains_rejected: bool = True,
 ) -> Callable[[Callable[..., LossOutput]], Callable[..., LossOutput]]:
     """Register a loss under `name`; see the module docstring for the contract."""
     unknown = set(needs) - set(NEEDS)
@@ -286,10 +416,13 @@ def register_loss(
             state=tuple(state),
             regime=regime,
             origin="built-in" if builtin else origin,
+            search_space=dict(search_space or {}),
+            trains_rejected=trains_rejected,
         )
         for key in spec.constraints:
             if key not in spec.hparams:
                 raise HarnessError(f"loss {name!r}: constraint on unknown hyper-parameter {key!r}")
+        validate_search_space(f"loss {name!r}", spec.hparams, spec.constraints, spec.search_space)
         LOSSES.add(name, spec)
         return fn
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import torch
 
 from harness.losses.base import LossInputs, LossOutput, positive, register_loss
+from harness.losses.spaces import DPO_BETA
 from harness.losses.common import chosen_rejected_logratios, neg_log_sigmoid, preference_metrics
 
 
 @register_loss(
     "bco_pair",
+    search_space={"beta": DPO_BETA},
     needs=("reference",),
     reduction="sum",
     paper="Jung et al. 2024, Binary Classifier Optimization for Large Language Model Alignment "

@@ -10,7 +10,9 @@ a loss that reads a field it did not declare fails. A loss must
 - return a LossOutput whose `losses` are finite and of shape (B,), also for B = 1;
 - log chosen_rewards, rejected_rewards, reward_margins and reward_accuracies, each a finite,
   detached tensor of shape () or (B,);
-- send a non-zero gradient to the policy's log-probs of each side, and none to the reference;
+- send a non-zero gradient to the policy's log-probs of each side (of the chosen side only when
+  it declares trains_rejected=False, as SFT does), and none to the reference;
+- declare a search space for every numeric hyper-parameter, within its constraints;
 - leave its inputs unmodified and be deterministic;
 - return only the running state it declared.
 """
@@ -24,7 +26,7 @@ import torch
 from torch import Tensor
 
 from harness.errors import HarnessError
-from harness.losses.base import NEEDS, LossInputs, LossOutput, LossSpec
+from harness.losses.base import NEEDS, LossInputs, LossOutput, LossSpec, unsearched, validate_search_space
 
 BATCH = 4
 REQUIRED_METRICS = ("chosen_rewards", "rejected_rewards", "reward_margins", "reward_accuracies")
@@ -41,6 +43,7 @@ PAIRED_FIELDS: dict[str, tuple[str, ...]] = {
     "sft_target": ("policy_sft_logps", "sft_lengths"),
     "labels": (),
     "kl_pairs": ("policy_kl_logps", "reference_kl_logps"),
+    "vocab_collision": ("chosen_log_collision", "rejected_log_collision"),
 }
 UNPAIRED_FIELDS: dict[str, tuple[str, ...]] = {
     "base": ("policy_logps", "lengths"),
@@ -53,6 +56,7 @@ UNPAIRED_FIELDS: dict[str, tuple[str, ...]] = {
     "reference+token_logps": (),
     "vocab_kl": (),
     "segments": (),
+    "vocab_collision": (),
 }
 REFERENCE_FIELDS = frozenset({
     "reference_chosen_logps", "reference_rejected_logps", "reference_chosen_token_logps",
@@ -110,6 +114,8 @@ def _side(mask: Tensor, gen: torch.Generator, needs: frozenset[str]) -> dict[str
         "lengths": mask.sum(-1).float().clamp(min=1),
         "vocab_kl": vocab_kl if "vocab_kl" in needs else None,
         "segment": mask & (counts > counts[:, -1:] // 2),  # the completion's last half
+        # log Σ_v p(v)² lies in [2·log p(y_t), 0]: below 0, above twice the token's log-prob
+        "log_collision": (policy_tokens.detach() * torch.rand(mask.shape, generator=gen)) * mask,
     }
 
 
@@ -130,6 +136,7 @@ def _paired(spec: LossSpec, batch_size: int, seq_len: int, gen: torch.Generator)
         "chosen_scores": rejected_scores + 0.1 + torch.rand(batch_size, generator=gen),
         "rejected_scores": rejected_scores,
         "chosen_segment_mask": chosen["segment"], "rejected_segment_mask": rejected["segment"],
+        "chosen_log_collision": chosen["log_collision"], "rejected_log_collision": rejected["log_collision"],
         "policy_sft_logps": _leaf(-(torch.rand(batch_size, generator=gen) * 10 + 1)),
         "sft_lengths": torch.full((batch_size,), 5.0),
         "policy_kl_logps": _leaf(-(torch.rand(batch_size, generator=gen) * 10 + 1)),
@@ -226,6 +233,14 @@ def _check_declaration(spec: LossSpec, problems: list[str]) -> None:
         raise _Broken from None
     if resolved != spec.hparams:
         problems.append("resolving the defaults changes them")
+    try:
+        validate_search_space(f"loss {spec.name!r}", spec.hparams, spec.constraints, spec.search_space)
+    except HarnessError as err:
+        problems.append(str(err))
+    gaps = unsearched(spec.hparams, spec.search_space)
+    if gaps:
+        problems.append(f"no search space for {gaps} (give register_loss(..., search_space={{name: "
+                        "log_range(low, high, source)}}))")
 
 
 def _check_output(spec: LossSpec, problems: list[str]) -> None:
@@ -265,6 +280,8 @@ def _check_gradients(spec: LossSpec, problems: list[str]) -> None:
         problems.append(f"losses cannot be differentiated: {err}".splitlines()[0])
         raise _Broken from None
     for side, leaves in built.gradient_groups.items():
+        if side == "rejected" and not spec.trains_rejected:
+            continue  # SFT trains on the chosen completion only, and says so
         grads = [leaf.grad for leaf in leaves if leaf.grad is not None]
         if not grads or not any(g.abs().sum() > 0 for g in grads):
             problems.append(f"no gradient reaches the {side} policy log-probs")

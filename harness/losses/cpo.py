@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from harness.losses.base import LossInputs, LossOutput, non_negative, positive, register_loss
+from harness.losses.spaces import DPO_BETA, NLL_WEIGHT
 from harness.losses.common import length_mean, neg_log_sigmoid, preference_metrics
 
 
 @register_loss(
     "cpo",
+    search_space={"beta": DPO_BETA, "alpha": NLL_WEIGHT},
     needs=(),
     reduction="sum",
     paper="Xu et al. 2024, Contrastive Preference Optimization: Pushing the Boundaries of LLM "

@@ -5,12 +5,17 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from harness.losses.base import LossInputs, LossOutput, positive, register_loss
+from harness.losses.base import LossInputs, LossOutput, positive, log_range, register_loss
+from harness.losses.spaces import DPO_BETA
 from harness.losses.common import chosen_rejected_logratios, neg_log_sigmoid, preference_metrics
 
 
 @register_loss(
     "discopop",
+    search_space={
+        "beta": DPO_BETA,
+        "tau": log_range(0.005, 0.5, "a decade either side of the discovered τ = 0.05 (Lu et al. 2024)"),
+    },
     needs=("reference",),
     reduction="sum",
     paper="Lu et al. 2024, Discovering Preference Optimization Algorithms with and for Large "

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import torch
 
-from harness.losses.base import LossInputs, LossOutput, non_negative, positive, register_loss
+from harness.losses.base import LossInputs, LossOutput, non_negative, positive, log_range, register_loss
+from harness.losses.spaces import DPO_BETA
 from harness.losses.common import chosen_rejected_logratios, neg_log_sigmoid, preference_metrics
 
 
 @register_loss(
     "dpop",
+    search_space={
+        "beta": DPO_BETA,
+        "lambda_": log_range(
+            5.0, 500.0,
+            "the authors report DPOP insensitive to λ over 5–500 (Pal et al. 2024, §5)"
+        ),
+    },
     needs=("reference",),
     reduction="sum",
     paper="Pal et al. 2024, Smaug: Fixing Failure Modes of Preference Optimisation with "

@@ -7,12 +7,17 @@ import math
 import torch
 import torch.nn.functional as F
 
-from harness.losses.base import LossInputs, LossOutput, in_range, positive, register_loss
+from harness.losses.base import LossInputs, LossOutput, in_range, positive, log_range, register_loss
+from harness.losses.spaces import DPO_BETA
 from harness.losses.common import chosen_rejected_logratios, preference_metrics
 
 
 @register_loss(
     "exo_pair",
+    search_space={
+        "beta": DPO_BETA,
+        "epsilon": log_range(1e-4, 1e-2, "a decade either side of the paper's ε = 1e-3 (Ji et al. 2024)"),
+    },
     needs=("reference",),
     reduction="sum",
     paper="Ji et al. 2024, Towards Efficient Exact Optimization of Language Model Alignment "

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from harness.losses.base import LossInputs, LossOutput, in_range, one_of, positive, register_loss
+from harness.losses.base import LossInputs, LossOutput, in_range, one_of, positive, linear_range, register_loss
+from harness.losses.spaces import DPO_BETA
 from harness.losses.common import chosen_rejected_logratios, neg_log_sigmoid, preference_metrics
 
 DIVERGENCES = ("reverse_kl", "forward_kl", "js_divergence", "alpha_divergence")
@@ -33,6 +34,13 @@ def f_prime(logratios: Tensor, divergence: str, alpha: float) -> Tensor:
 
 @register_loss(
     "f_dpo",
+    search_space={
+        "beta": DPO_BETA,
+        "alpha": linear_range(
+            0.1, 0.9,
+            "the α-divergence family between its KL limits (Wang et al. 2023 compare several α)"
+        ),
+    },
     needs=("reference",),
     reduction="sum",
     paper="Wang et al. 2023, Beyond Reverse KL: Generalizing Direct Preference Optimization with "

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from harness.losses.base import LossInputs, LossOutput, positive, register_loss
+from harness.losses.base import LossInputs, LossOutput, positive, linear_range, register_loss
+from harness.losses.spaces import DPO_BETA
 
 
 def kto_reference_point(inputs: LossInputs) -> Tensor:
@@ -25,7 +26,7 @@ def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
     return (values * mask).sum() / mask.sum().clamp(min=1)
 
 
-def _kto_metrics(rewards: Tensor, desirable: Tensor, beta_z0: Tensor) -> dict[str, Tensor]:
+def unpaired_metrics(rewards: Tensor, desirable: Tensor, beta_z0: Tensor) -> dict[str, Tensor]:
     """Per-label reward means (scalars), per-example rewards and label-side accuracies (B,)."""
     rewards = rewards.detach()
     chosen = _masked_mean(rewards, desirable)
@@ -44,6 +45,17 @@ def _kto_metrics(rewards: Tensor, desirable: Tensor, beta_z0: Tensor) -> dict[st
 
 @register_loss(
     "kto",
+    search_space={
+        "beta": DPO_BETA,
+        "desirable_weight": linear_range(
+            1.0, 4.0 / 3.0,
+            "KTO paper: keep λ_D n_D / (λ_U n_U) in [1, 4/3] (Ethayarajh et al. 2024, §4)"
+        ),
+        "undesirable_weight": linear_range(
+            0.75, 1.0,
+            "KTO paper: keep λ_D n_D / (λ_U n_U) in [1, 4/3] (Ethayarajh et al. 2024, §4)"
+        ),
+    },
     needs=("reference", "labels", "kl_pairs"),
     data="unpaired",
     reduction="sum",
@@ -90,6 +102,6 @@ def kto(
     losses = torch.where(
         desirable, desirable_weight * desirable_losses, undesirable_weight * undesirable_losses
     )
-    metrics = _kto_metrics(beta * logratios, desirable, beta * z0)
+    metrics = unpaired_metrics(beta * logratios, desirable, beta * z0)
     metrics["kto_z0"] = z0
     return LossOutput(losses, metrics)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from harness.losses.base import LossInputs, LossOutput, in_range, non_negative, positive, register_loss
+from harness.losses.base import LossInputs, LossOutput, in_range, non_negative, positive, log_range, linear_range, register_loss
+from harness.losses.spaces import DPO_BETA, SIMPO_BETA
 from harness.losses.common import (
     chosen_rejected_logratios,
     dpo_from_logratios,
@@ -16,6 +17,7 @@ from harness.losses.common import (
 
 @register_loss(
     "ln_dpo",
+    search_space={"beta": SIMPO_BETA},
     needs=("reference",),
     reduction="mean",
     paper="Ahrabian et al. 2024, A Practical Analysis of Human Alignment with *PO "
@@ -44,24 +46,41 @@ def ln_dpo(inputs: LossInputs, *, beta: float = 1.0) -> LossOutput:
 
 @register_loss(
     "r_dpo",
+    search_space={
+        "beta": DPO_BETA,
+        "alpha": log_range(
+            0.005, 1.0,
+            "SimPO paper's R-DPO sweep α ∈ {0.05, 0.1, 0.5, 1.0} (Meng et al. 2024, Table 7), down to "
+            "contain the default 0.01"
+        ),
+    },
     needs=("reference",),
     reduction="sum",
     paper="Park et al. 2024, Disentangling Length from Quality in Direct Preference Optimization "
     "(arXiv:2403.19159)",
-    formula="−log σ(β h − α (|y_w| − |y_l|))",
+    formula="−log σ(β h + α (|y_w| − |y_l|))",
     constraints={"beta": positive(), "alpha": non_negative()},
+    version="2",  # 1 had the length term's sign flipped (it rewarded length)
 )
 def r_dpo(inputs: LossInputs, *, beta: float = 0.1, alpha: float = 0.01) -> LossOutput:
-    """R-DPO (Park et al. 2024, arXiv:2403.19159): −log σ(β h − α (|y_w| − |y_l|)).
+    """R-DPO (Park et al. 2024, arXiv:2403.19159): −log σ(β h + α (|y_w| − |y_l|)).
+
+    Why "+": R-DPO regularizes length in the RLHF objective, max_π E[r(x, y)] − α|y| − β·KL(π ‖ π_ref).
+    Its optimum is π*(y|x) ∝ π_ref(y|x)·exp((r(x, y) − α|y|)/β), so the reward the policy
+    implies is r(x, y) = β log π*(y|x)/π_ref(y|x) + α|y| + β log Z(x). In the Bradley-Terry model,
+    P(y_w ≻ y_l) = σ(r_w − r_l) = σ(β h + α(|y_w| − |y_l|)) (Z cancels), and the loss is its negative
+    log. A longer chosen response then needs a smaller log-ratio margin, so the policy is not pushed
+    towards length; with "−" (version 1 of this loss, and an earlier formula sheet) it was. The
+    SimPO paper's table of objectives writes R-DPO with this sign (Meng et al. 2024, Table 1).
 
     Inputs (B,): summed log-probs and lengths (token counts). The length term is outside the β
     bracket, as in the paper, so α is in units of "logit per token"; α = 0 is DPO.
     No TRL equivalent in 1.16. Rewards are the DPO ones (β·r); extra metric: length_penalty,
-    α (|y_w| − |y_l|).
+    α (|y_w| − |y_l|), the term added to β h.
     """
     chosen_logratios, rejected_logratios = chosen_rejected_logratios(inputs)
     penalty = alpha * (inputs.chosen_lengths - inputs.rejected_lengths)
-    losses = neg_log_sigmoid(beta * (chosen_logratios - rejected_logratios) - penalty)
+    losses = neg_log_sigmoid(beta * (chosen_logratios - rejected_logratios) + penalty)
     metrics = preference_metrics(beta * chosen_logratios, beta * rejected_logratios)
     metrics["length_penalty"] = penalty.detach()
     return LossOutput(losses, metrics)
@@ -85,6 +104,13 @@ def desensitized_logps(token_logps: Tensor, mask: Tensor, shared_lengths: Tensor
 
 @register_loss(
     "ld_dpo",
+    search_space={
+        "beta": DPO_BETA,
+        "alpha": linear_range(
+            0.0, 1.0,
+            "the method's whole range: α = 1 is DPO, α = 0 drops the excess tokens (Liu et al. 2024)"
+        ),
+    },
     needs=("reference", "token_logps"),
     reduction="sum",
     paper="Liu et al. 2024, Length Desensitization in Directed Preference Optimization "

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from harness.losses.base import LossInputs, LossOutput, positive, register_loss
+from harness.losses.base import LossInputs, LossOutput, positive, log_range, register_loss
 from harness.losses.common import chosen_rejected_logratios, neg_log_sigmoid, preference_metrics
 
 
 @register_loss(
     "nca_pair",
+    search_space={
+        "beta": log_range(
+            0.001, 0.1,
+            "a decade either side of the default 0.01 (TRL's nca_pair examples; Chen et al. 2024)"
+        ),
+    },
     needs=("reference",),
     reduction="sum",
     paper="Chen et al. 2024, Noise Contrastive Alignment of Language Models with Explicit Rewards "

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from harness.losses.base import LossInputs, LossOutput, non_negative, positive, register_loss
+from harness.losses.base import LossInputs, LossOutput, non_negative, positive, linear_range, register_loss
+from harness.losses.spaces import DPO_BETA
 from harness.losses.common import chosen_rejected_logratios, neg_log_sigmoid, preference_metrics
 
 # Floor on s_w − s_l before the log: ties and inverted pairs get a large negative offset (the
@@ -14,6 +15,10 @@ MIN_SCORE_GAP = 1e-6
 
 @register_loss(
     "odpo_offset",
+    search_space={
+        "beta": DPO_BETA,
+        "alpha": linear_range(0.0, 2.0, "ODPO's default α = 1 (Amini et al. 2024); 0 is DPO"),
+    },
     needs=("reference", "scores"),
     reduction="sum",
     paper="Amini et al. 2024, Direct Preference Optimization with an Offset (arXiv:2402.10571)",
@@ -26,7 +31,10 @@ def odpo_offset(inputs: LossInputs, *, beta: float = 0.1, alpha: float = 1.0) ->
     s_w, s_l are per-response scores (chosen_scores, rejected_scores; e.g. the gold reward in the
     sandbox). The offset asks the chosen response's reward to beat the rejected one's by more when
     the score gap is larger. α = 1 is the paper's default; α = 0 is exactly DPO. The score gap is
-    floored at MIN_SCORE_GAP so ties do not give log 0.
+    floored at MIN_SCORE_GAP (1e-6): the authors' code takes log(s_w − s_l) with no floor, so a tie
+    gives −inf and an inverted pair NaN. The floor changes nothing where their code is defined (a gap
+    above 1e-6) and gives a tie the formula's limit, a large negative offset (a weaker push than
+    DPO's), so it is a safe deviation, not a different method.
 
     Where implementations disagree: this is the whole loss; some summaries add a separate KL
     penalty term, which the paper does not have (the KL constraint is already implicit in β h).

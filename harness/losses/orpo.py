@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-from harness.losses.base import LossInputs, LossOutput, non_negative, register_loss
+from harness.losses.base import LossInputs, LossOutput, non_negative, log_range, register_loss
 from harness.losses.common import length_mean, neg_log_sigmoid, preference_metrics
 
 # A per-token mean log-prob of exactly 0 (every token certain) has infinite odds; keep it just
@@ -28,6 +28,12 @@ def log_odds(mean_logps: Tensor) -> Tensor:
 
 @register_loss(
     "orpo",
+    search_space={
+        "lambda_": log_range(
+            0.05, 2.0,
+            "SimPO paper's ORPO sweep λ ∈ {0.1, 0.5, 1.0, 2.0} (Meng et al. 2024, Table 7)"
+        ),
+    },
     needs=(),
     reduction="mean",
     paper="Hong et al. 2024, ORPO: Monolithic Preference Optimization without Reference Model "

@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from harness.losses.base import LossInputs, LossOutput, in_range, positive, register_loss
+from harness.losses.spaces import DPO_BETA, FLIP_RATE
 from harness.losses.common import chosen_rejected_logratios, neg_log_sigmoid, preference_metrics
 
 
@@ -17,6 +18,7 @@ def _scaled_margin(inputs: LossInputs, beta: float) -> tuple[Tensor, dict[str, T
 
 @register_loss(
     "rdpo",
+    search_space={"beta": DPO_BETA, "epsilon": FLIP_RATE},
     needs=("reference",),
     reduction="sum",
     paper="Chowdhury, Kini & Natarajan 2024, Provably Robust DPO: Aligning Language Models with "
@@ -43,6 +45,7 @@ def rdpo(inputs: LossInputs, *, beta: float = 0.1, epsilon: float = 0.1) -> Loss
 
 @register_loss(
     "cdpo",
+    search_space={"beta": DPO_BETA, "epsilon": FLIP_RATE},
     needs=("reference",),
     reduction="sum",
     paper="Mitchell 2023, A note on DPO with noisy preferences & relationship to IPO "

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from harness.losses.base import LossInputs, LossOutput, non_negative, positive, register_loss
+from harness.losses.spaces import DPO_BETA, NLL_WEIGHT
 from harness.losses.common import chosen_rejected_logratios, dpo_from_logratios, length_mean
 
 
 @register_loss(
     "rpo",
+    search_space={"beta": DPO_BETA, "alpha": NLL_WEIGHT},
     needs=("reference",),
     reduction="sum",
     paper="Pang et al. 2024, Iterative Reasoning Preference Optimization (arXiv:2404.19733)",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from harness.losses.base import LossInputs, LossOutput, positive, register_loss
+from harness.losses.spaces import DPO_BETA
 from harness.losses.common import chosen_rejected_logratios, dpo_from_logratios
 
 
@@ -17,6 +18,7 @@ def segment_logratio(
 
 @register_loss(
     "sdpo_segment",
+    search_space={"beta": DPO_BETA},
     needs=("reference", "token_logps", "segments"),
     reduction="sum",
     paper="Kong et al. 2025, SDPO: Segment-Level Direct Preference Optimization for Social Agents "
@@ -59,6 +61,7 @@ def sdpo_segment(inputs: LossInputs, *, beta: float = 0.1) -> LossOutput:
 
 @register_loss(
     "sdpo_stepwise",
+    search_space={"beta": DPO_BETA},
     needs=("reference",),
     reduction="sum",
     paper="Kim et al. 2024, sDPO: Don't Use Your Data All at Once (arXiv:2403.19270)",

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from harness.losses.base import LossInputs, LossOutput, non_negative, positive, register_loss
+from harness.losses.spaces import SIMPO_BETA, SIMPO_GAMMA_BETA_RATIO
 from harness.losses.common import length_mean, neg_log_sigmoid, preference_metrics
 
 
 @register_loss(
     "simpo",
+    search_space={"beta": SIMPO_BETA, "gamma_beta_ratio": SIMPO_GAMMA_BETA_RATIO},
     needs=(),
     reduction="mean",
     paper="Meng et al. 2024, SimPO: Simple Preference Optimization with a Reference-Free Reward "

@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import torch
 
-from harness.losses.base import LossInputs, LossOutput, non_negative, register_loss
+from harness.losses.base import LossInputs, LossOutput, non_negative, log_range, linear_range, register_loss
 from harness.losses.common import preference_metrics
 
 
 @register_loss(
     "slic",
+    search_space={
+        "delta": linear_range(
+            0.1, 2.0,
+            "SimPO paper's SLiC-HF sweep δ ∈ {0.1, 0.5, 1.0, 2.0} (Meng et al. 2024, Table 7)"
+        ),
+        "lambda_": log_range(
+            0.1, 10.0,
+            "SimPO paper's SLiC-HF sweep λ ∈ {0.1, 0.5, 1.0, 10.0} (Meng et al. 2024, Table 7)"
+        ),
+    },
     needs=("sft_target",),
     reduction="sum",
     paper="Zhao et al. 2023, SLiC-HF: Sequence Likelihood Calibration with Human Feedback "

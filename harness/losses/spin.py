@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from harness.losses.base import LossInputs, LossOutput, positive, register_loss
+from harness.losses.spaces import DPO_BETA
 from harness.losses.common import chosen_rejected_logratios, dpo_from_logratios
 
 
 @register_loss(
     "spin",
+    search_space={"beta": DPO_BETA},
     needs=("reference",),
     reduction="sum",
     paper="Chen et al. 2024, Self-Play Fine-Tuning Converts Weak Language Models to Strong "

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from harness.losses.base import LossInputs, LossOutput, non_negative, positive, register_loss
+from harness.losses.base import LossInputs, LossOutput, non_negative, positive, linear_range, register_loss
+from harness.losses.spaces import DPO_BETA
 from harness.losses.common import chosen_rejected_logratios, neg_log_sigmoid, preference_metrics
 
 _PAPER = "Zeng et al. 2024, Token-level Direct Preference Optimization (arXiv:2404.11999)"
@@ -41,6 +42,7 @@ _NOTES = """
 
 @register_loss(
     "tdpo1",
+    search_space={"beta": DPO_BETA},
     needs=("reference", "vocab_kl"),
     reduction="sum",
     paper=_PAPER,
@@ -58,6 +60,13 @@ def tdpo1(inputs: LossInputs, *, beta: float = 0.1) -> LossOutput:
 
 @register_loss(
     "tdpo2",
+    search_space={
+        "beta": DPO_BETA,
+        "alpha": linear_range(
+            0.0, 1.0,
+            "around TDPO2's default α = 0.5 (Zeng et al. 2024); 0 is DPO with the KL term off"
+        ),
+    },
     needs=("reference", "vocab_kl"),
     reduction="sum",
     paper=_PAPER,

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from harness.losses.base import LossInputs, LossOutput, positive, register_loss
+from harness.losses.spaces import DPO_BETA
 from harness.losses.common import chosen_rejected_logratios, dpo_from_logratios
 
 
 @register_loss(
     "tr_dpo",
+    search_space={"beta": DPO_BETA},
     needs=("reference",),
     reduction="sum",
     paper="Gorbatovski et al. 2024, Learn Your Reference Model for Real Good Alignment "

@@ -118,7 +118,8 @@ def forward(policy, batch: Batch, setup: TrainSetup) -> tuple[CompletionStats, C
                batch.block(batch.completion_mask, 0)) if setup.kl_pairs else (
                batch.input_ids, batch.attention_mask, batch.completion_mask)
     packing = setup.config.packing
-    stats = completion_stats(policy, *trained, reference=reference, vocab_kl=wants_kl, packing=packing)
+    stats = completion_stats(policy, *trained, reference=reference, vocab_kl=wants_kl, packing=packing,
+                             collision="vocab_collision" in setup.loss.needs)
     kl_stats = None
     if setup.kl_pairs:
         with torch.no_grad():
