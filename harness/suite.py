@@ -8,6 +8,8 @@ A suite is a YAML mapping; every key is checked here, so a typo is caught before
     dataset: sandbox                 # "sandbox" (its preference pairs), a local file or a Hub id
     data: {train_split: train, eval_split: test}   # how a real dataset is read (DataConfig)
     methods: [dpo, {ipo: {tau: 0.1}}, {simpo: {beta: [2.0, 2.5]}}]   # lists expand to a grid
+    # a weighted sum of losses, named dpo+sft (harness.losses.mixture):
+    #   methods: [{mix: {dpo: 0.8, sft: 1.0}}]
     seeds: [0]
     budget: {kind: flops, value: 3.0e11}
     train: {...}                     # TrainConfig
@@ -23,6 +25,7 @@ from typing import Any
 import yaml
 
 from harness.errors import HarnessError, did_you_mean
+from harness.mix_syntax import parse_mix
 from harness.sampling import sampling_problem
 
 BUDGET_KINDS = ("flops", "tokens", "examples", "steps")
@@ -182,6 +185,8 @@ def _parse_methods(value: Any, where: str) -> tuple[MethodEntry, ...]:
     for item in value:
         if isinstance(item, str):
             entries.append(MethodEntry(item))
+        elif isinstance(item, dict) and len(item) == 1 and "mix" in item:
+            entries.append(MethodEntry(*parse_mix(item["mix"], f"{where}: methods")))
         elif isinstance(item, dict) and len(item) == 1:
             (name, hparams), = item.items()
             entries.append(MethodEntry(str(name), _mapping(hparams, where, f"methods.{name}")))

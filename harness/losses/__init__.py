@@ -27,7 +27,7 @@ from harness.losses.base import (
     register_loss,
 )
 
-_INFRASTRUCTURE = {"base", "common", "contract", "running", "spaces"}
+_INFRASTRUCTURE = {"base", "common", "contract", "mixture", "running", "spaces"}
 
 
 def _import_builtin_losses() -> None:
