@@ -15,8 +15,11 @@ from loss_inputs import REFERENCE_FIELDS, build_loss_inputs, expected_fields
 
 from harness.errors import HarnessError
 from harness.losses import LOSSES, NEEDS, LossOutput, get_loss
+from harness.losses.base import SHARED_SPACE, unsearched, validate_search_space
 
-NAMES = LOSSES.names()
+# Every registered loss, and two mixtures (a paired one with running state and an SFT term, an
+# unpaired one), which must keep the same contract.
+NAMES = LOSSES.names() + ["dpo+bco_pair+sft", "kto+apo_zero_unpaired"]
 BATCH = 4
 
 
@@ -45,6 +48,16 @@ def test_declaration(spec):
     assert set(spec.needs) <= set(NEEDS)
     resolved = spec.resolve({})
     assert resolved == spec.hparams  # the defaults satisfy the spec's own constraints
+
+
+def test_search_space(spec):
+    """Every numeric hyper-parameter has a dimension with a source, inside its constraints and
+    around its default; the learning rate is a dimension of every method."""
+    assert unsearched(spec.hparams, spec.search_space) == [], f"{spec.name}: hyper-parameters without a range"
+    validate_search_space(spec.name, spec.hparams, spec.constraints, spec.search_space)
+    assert spec.space["lr"] is SHARED_SPACE["lr"] and spec.space["lr"].relative_to == "train.lr"
+    for key, dim in spec.space.items():
+        assert dim.source.strip(), f"{spec.name}.{key}: no source"
 
 
 def test_unknown_hyperparameter_is_rejected(spec):
@@ -83,6 +96,9 @@ def test_gradients_reach_the_policy_and_only_the_policy(spec):
     spec(built.inputs).losses.sum().backward()
     for side, leaves in built.gradient_groups.items():
         grads = [leaf.grad for leaf in leaves if leaf.grad is not None]
+        if side == "rejected" and not spec.trains_rejected:  # SFT: declared, and kept
+            assert not any(g.abs().sum() > 0 for g in grads), f"{spec.name}: trains the rejected side"
+            continue
         assert grads, f"{spec.name}: no gradient reaches the {side} policy log-probs"
         assert any(g.abs().sum() > 0 for g in grads), f"{spec.name}: zero gradient on {side}"
     for leaf in built.leaves:

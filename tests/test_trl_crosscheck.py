@@ -12,11 +12,16 @@ fixed logits, and compute our inputs from the same logits.
 
 Correspondences (ours ↔ TRL 1.16) and conventions:
 - dpo, tr_dpo ↔ loss_type="sigmoid" (TRL 0.29 removed label smoothing from "sigmoid": no cDPO).
-- ipo(length_normalize=True, tau=β) ↔ "ipo": TRL averages the log-ratios per token; our default
-  (summed, as in the paper) has no TRL counterpart.
+- ipo(length_normalize=True, tau=β) ↔ "ipo": TRL averages the log-ratios per token, as our
+  default does; the summed form (length_normalize=False) has no TRL counterpart.
 - rdpo(epsilon=ε) ↔ "robust" with label_smoothing=ε.
 - exo_pair(epsilon=ε) ↔ "exo_pair" with label_smoothing=ε.
-- nca_pair, sppo_hard, apo_zero, apo_down, discopop(tau=discopop_tau) ↔ same names.
+- nca_pair, apo_zero, apo_down, discopop(tau=discopop_tau) ↔ same names.
+- sppo_hard(halve=False) ↔ "sppo_hard": TRL sums the two squares, the authors' code (our
+  default) halves them.
+- rso_hinge ↔ "hinge"; sft(reduction="token") ↔ "sft".
+- a mixture dpo+bco_pair+sft with weights (w1, w2, w3) ↔ loss_type=["sigmoid", "bco_pair", "sft"]
+  with loss_weights=[w1, w2, w3] (bco_pair without its running shift, as TRL).
 - bco_pair(reward_shift=False) ↔ "bco_pair": TRL 1.16 has no running reward shift (δ = 0).
 - aot(variant="paired") ↔ "aot"; aot(variant="unpaired") ↔ "aot_unpaired" (0.9-era TRL named this
   unpaired computation "aot_pair").
@@ -27,15 +32,15 @@ Correspondences (ours ↔ TRL 1.16) and conventions:
 - ld_dpo(alpha=a) ↔ DPOConfig(ld_alpha=a) with "sigmoid".
 - f_dpo(divergence=d, alpha=a) ↔ f_divergence_type=d, f_alpha_divergence_coef=1 − a (TRL ≥ 0.29
   flipped the α-divergence parameterization; a = 0.3 here, where the two differ).
-- wpo ↔ use_weighting=True with the model's log Σ_v π² set to 0: TRL implements the paper's
-  weight alignment, which needs a vocabulary-wide quantity our loss contract does not carry.
+- wpo(clamp_weight=False) ↔ use_weighting=True: both align each token's log-prob by the model's
+  log Σ_v π² (random here, and the same for both); TRL does not clamp the pair weight at 1 as the
+  authors' code (our default) does.
 - simpo(beta=β, gamma_beta_ratio=g) ↔ CPOTrainer loss_type="simpo", simpo_gamma=β·g, cpo_alpha=0.
 - cpo(beta, alpha) ↔ CPOTrainer loss_type="sigmoid", cpo_alpha=alpha (equal lengths for the NLL).
 - orpo(lambda_=λ) ↔ ORPOTrainer beta=λ; TRL's NLL includes the prompt tokens, so the prompt is a
   single token (never a target) and completions have equal lengths.
-- TRL's "hinge" is RSO's reference-normalized hinge max(0, 1 − β h), not SLiC-HF (our `slic` is
-  reference-free with an SFT term): we have no equivalent, so it is not compared. TRL's "sft"
-  alone is plain SFT, not a preference loss.
+- TRL's "hinge" is RSO's reference-normalized hinge max(0, 1 − β h) (our `rso_hinge`), not SLiC-HF
+  (our `slic` is reference-free with an SFT term).
 """
 
 from __future__ import annotations
@@ -59,7 +64,7 @@ SEEDS = (0, 1, 2)
 
 def needs_loss(name: str) -> None:
     """Skip, saying why, when a loss another engineer is adding is not registered yet."""
-    if name not in LOSSES:
+    if name.split("+")[0] not in LOSSES or any(part not in LOSSES for part in name.split("+")):
         pytest.skip(f"loss {name!r} is not registered yet")
 
 
@@ -93,6 +98,11 @@ class Batch:
             "reference_chosen": token_logps(self.chosen_mask),
             "reference_rejected": token_logps(self.rejected_mask),
         }
+        # the policy's log Σ_v π² per position lies in [2·log π(y_t), 0]; drawn in that range
+        self.log_collision = {
+            side: self.tokens[f"policy_{side}"] * 2.0 * torch.rand(batch, positions, generator=g)
+            for side in ("chosen", "rejected")
+        }
 
     def ours(self) -> LossInputs:
         return LossInputs(
@@ -102,6 +112,8 @@ class Batch:
             rejected_mask=self.rejected_mask,
             chosen_lengths=self.chosen_mask.sum(dim=1).float(),
             rejected_lengths=self.rejected_mask.sum(dim=1).float(),
+            chosen_log_collision=self.log_collision["chosen"],
+            rejected_log_collision=self.log_collision["rejected"],
         )
 
     def trl_inputs(self) -> dict[str, torch.Tensor]:
@@ -116,7 +128,8 @@ class Batch:
         }
 
     def policy_model(self) -> FakeLM:
-        return FakeLM(torch.cat([self.tokens["policy_chosen"], self.tokens["policy_rejected"]]))
+        return FakeLM(torch.cat([self.tokens["policy_chosen"], self.tokens["policy_rejected"]]),
+                      torch.cat([self.log_collision["chosen"], self.log_collision["rejected"]]))
 
     def reference_model(self) -> FakeLM:
         return FakeLM(torch.cat([self.tokens["reference_chosen"], self.tokens["reference_rejected"]]))
@@ -124,14 +137,15 @@ class Batch:
 
 class FakeLM:
     """Stands in for a causal LM under TRL's fused LM head: returns fixed per-token log-probs
-    (2B, T), already 0 at masked labels, and zeros for the logged-only outputs. log Σ_v π² = 0
-    (a one-hot distribution), which makes TRL's WPO alignment a no-op."""
+    (2B, T), already 0 at masked labels, log Σ_v π² per position (WPO's alignment; 0 unless
+    given), and zeros for the logged-only outputs."""
 
     training = False  # TRL then skips the train-only token counting
     is_gradient_checkpointing = False
 
-    def __init__(self, token_logps: torch.Tensor):
+    def __init__(self, token_logps: torch.Tensor, log_sum_sq_probs: torch.Tensor | None = None):
         self.token_logps = token_logps
+        self.log_sum_sq_probs = torch.zeros_like(token_logps) if log_sum_sq_probs is None else log_sum_sq_probs
 
     def __call__(self, **kwargs) -> SimpleNamespace:
         zeros = torch.zeros_like(self.token_logps)
@@ -140,7 +154,7 @@ class FakeLM:
             entropy=zeros,
             mean_logits=zeros,
             is_top1=zeros.bool(),
-            log_sum_sq_probs=zeros,
+            log_sum_sq_probs=self.log_sum_sq_probs,
             aux_loss=None,
         )
 
@@ -201,8 +215,19 @@ CASES = [
     ("nca_pair", {"beta": 1.0}, "nca_pair", 1.0, {}),
     ("bco_pair", {"beta": 0.1, "reward_shift": False}, "bco_pair", 0.1, {}),
     ("bco_pair", {"beta": 1.0, "reward_shift": False}, "bco_pair", 1.0, {}),
-    ("sppo_hard", {"beta": 0.1}, "sppo_hard", 0.1, {}),
-    ("sppo_hard", {"beta": 1e-3}, "sppo_hard", 1e-3, {}),
+    ("sppo_hard", {"beta": 0.1, "halve": False}, "sppo_hard", 0.1, {}),
+    ("sppo_hard", {"beta": 1e-3, "halve": False}, "sppo_hard", 1e-3, {}),
+    ("rso_hinge", {"beta": 0.1}, "hinge", 0.1, {}),
+    ("rso_hinge", {"beta": 1.0}, "hinge", 1.0, {}),
+    ("sft", {"reduction": "token"}, "sft", 0.1, {}),
+    (
+        "dpo+bco_pair+sft",
+        {"dpo.weight": 0.8, "dpo.beta": 0.5, "bco_pair.weight": 0.2, "bco_pair.beta": 0.5,
+         "bco_pair.reward_shift": False, "sft.weight": 1.0},
+        ["sigmoid", "bco_pair", "sft"],
+        0.5,
+        {"loss_weights": [0.8, 0.2, 1.0]},
+    ),
     ("apo_zero", {"beta": 0.1}, "apo_zero", 0.1, {}),
     ("apo_zero", {"beta": 1.0}, "apo_zero", 1.0, {}),
     ("apo_down", {"beta": 0.1}, "apo_down", 0.1, {}),
@@ -233,8 +258,8 @@ CASES = [
         0.5,
         {"f_divergence_type": "alpha_divergence", "f_alpha_divergence_coef": 0.5},
     ),
-    ("wpo", {"beta": 0.1}, "sigmoid", 0.1, {"use_weighting": True}),
-    ("wpo", {"beta": 1.0}, "sigmoid", 1.0, {"use_weighting": True}),
+    ("wpo", {"beta": 0.1, "clamp_weight": False}, "sigmoid", 0.1, {"use_weighting": True}),
+    ("wpo", {"beta": 1.0, "clamp_weight": False}, "sigmoid", 1.0, {"use_weighting": True}),
 ]
 
 

@@ -41,7 +41,9 @@ WEIGHTINGS = ("aligned", "unaligned")
     constraints={"beta": positive(), "weighting": one_of(*WEIGHTINGS)},
     version="2",  # 1 used the unaligned weight only, now weighting="unaligned"
 )
-def wpo(inputs: LossInputs, *, beta: float = 0.01, weighting: str = "aligned", clamp_weight: bool = True) -> LossOutput:
+def wpo(
+    inputs: LossInputs, *, beta: float = 0.01, weighting: str = "aligned", clamp_weight: bool = True
+) -> LossOutput:
     """WPO (Zhou et al. 2024, arXiv:2406.11827): DPO per pair times min(1, sg(w(y_w)·w(y_l))).
 
     Inputs: summed policy and reference log-probs (B,) for the DPO term; the policy's per-token
@@ -62,6 +64,9 @@ def wpo(inputs: LossInputs, *, beta: float = 0.01, weighting: str = "aligned", c
     Rewards are DPO's; extra metric: wpo_weight.
     """
     aligned = weighting == "aligned"
+    if aligned and (inputs.chosen_log_collision is None or inputs.rejected_log_collision is None):
+        raise ValueError("wpo(weighting='aligned') needs chosen_log_collision and rejected_log_collision "
+                         "(need 'vocab_collision'); weighting='unaligned' does not")
     weights = sequence_weight(
         inputs.policy_chosen_token_logps, inputs.chosen_mask, inputs.chosen_log_collision if aligned else None
     ) * sequence_weight(
