@@ -60,7 +60,7 @@ def test_json_parses_and_round_trips_the_defaults():
     by_name = {m["name"]: m for m in described}
     assert set(MISSION + BEYOND) <= set(by_name)
     assert by_name["f_dpo"]["hparams"] == {"beta": 0.1, "divergence": "reverse_kl", "alpha": 0.5}
-    assert by_name["wpo"]["needs"] == ["reference", "token_logps"]
+    assert by_name["wpo"]["needs"] == ["reference", "token_logps", "vocab_collision"]
     assert by_name["bco_pair"]["state"] == ["reward_mean", "reward_count"]
     assert by_name["orpo"]["needs"] == []
 

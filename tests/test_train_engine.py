@@ -47,7 +47,8 @@ def loss_hparams_for_tiny_runs(name: str) -> dict:
     return {"reference_sync": {"sync_every": 1}, "spin_iterations": {"iterations": 2, "gen_max_new_tokens": 6}}.get(regime, {})
 
 
-@pytest.mark.parametrize("name", sorted(LOSSES.names()))
+# every registered loss, and a mixture (the trainer provides the union of its components' needs)
+@pytest.mark.parametrize("name", sorted(LOSSES.names()) + ["dpo+bco_pair+sft"])
 def test_every_registered_method_trains(world_and_suite, name):
     world, suite = world_and_suite
     spec, suite = spec_for(suite, name, **loss_hparams_for_tiny_runs(name))
@@ -89,8 +90,11 @@ class Killed(Exception):
     pass
 
 
+# beta_dpo and alpha_dpo keep running statistics (and beta_dpo seeded draws) across steps: a resumed
+# run matches only if that state survives the checkpoint
 @pytest.mark.parametrize("name,settings", [("dpo", {}), ("tr_dpo", {"sync_every": 2}), ("sdpo_stepwise", {}),
-                                           ("spin", {"iterations": 2, "gen_max_new_tokens": 6})])
+                                           ("spin", {"iterations": 2, "gen_max_new_tokens": 6}),
+                                           ("beta_dpo", {}), ("alpha_dpo", {})])
 def test_resume_after_a_kill_matches_an_uninterrupted_run(world_and_suite, monkeypatch, name, settings):
     world, suite = world_and_suite
     s = load_suite(suite.path, ["budget.kind=steps", "budget.value=8", "train.batch_size=4", "train.checkpoint_every=2"])
