@@ -48,7 +48,7 @@ def beta_dpo(inputs: LossInputs, *, beta: float = 0.1, alpha: float = 0.6, filte
 
     Inputs (B,): summed policy and reference log-probs; running state margin_mean, margin_std
     (μ, σ of h = r_w − r_l) and draws (how many filterings so far, which seeds them). As the
-    authors' code, junkangwu/beta-DPO trainers.py: preference_loss, lines 72–95 (mode_loss
+    authors' code, junkangwu/beta-DPO trainers.py: preference_loss, lines 67–95 (mode_loss
     "beta_DPO"), with update_and_sync_tensor_mean, lines 242–252, run first (get_batch_metrics,
     lines 276–279):
     1. μ, σ ← 0.9 μ + 0.1 mean(h), 0.9 σ + 0.1 std(h) (detached; both start at 0);
