@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 from harness.losses import LOSSES
+from harness.losses.base import SHARED_SPACE
 from harness.train.regimes import REGIMES
 
 # Text-table columns: (header, key in describe_methods()'s dicts). `formula` stays in --json: it
@@ -17,6 +18,7 @@ from harness.train.regimes import REGIMES
 _COLUMNS = (
     ("name", "name"),
     ("hyper-parameters", "hparams"),
+    ("search space", "space_text"),
     ("needs", "needs"),
     ("data", "data"),
     ("regime", "regime_label"),
@@ -28,9 +30,10 @@ _COLUMNS = (
 
 
 def describe_methods() -> list[dict[str, Any]]:
-    """One plain dict per registered loss, sorted by name: name, hparams (name -> default), needs
-    (sorted), data, reduction, state, regime (and its hyper-parameters), paper, formula, version,
-    origin. JSON-serializable."""
+    """One plain dict per registered loss, sorted by name: name, hparams (name -> default), search
+    space (name -> scale, range or choices, source; the shared learning rate first), needs (sorted),
+    data, reduction, state, regime (and its hyper-parameters), paper, formula, version, origin.
+    JSON-serializable."""
     methods = []
     for name in LOSSES.names():
         spec = LOSSES.get(name)
@@ -39,6 +42,8 @@ def describe_methods() -> list[dict[str, Any]]:
                 "name": spec.name,
                 "hparams": dict(spec.hparams),
                 "constraints": {key: c.text for key, c in spec.constraints.items()},
+                "search_space": {key: dim.describe() for key, dim in spec.space.items()},
+                "space_text": _space_text(spec.search_space),
                 "needs": sorted(spec.needs),
                 "data": spec.data,
                 "reduction": spec.reduction,
@@ -53,6 +58,12 @@ def describe_methods() -> list[dict[str, Any]]:
             }
         )
     return methods
+
+
+def _space_text(space) -> str:
+    """The loss's own dimensions in one cell, `beta log[0.01, 0.5]`; the shared learning rate is
+    said once, under the table."""
+    return ", ".join(f"{key} {dim.text()}" for key, dim in space.items())
 
 
 def _regime_label(name: str) -> str:
@@ -73,8 +84,13 @@ def render_methods(as_json: bool = False) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * width for width in widths))
-    lines.append(f"\n{len(methods)} methods. `harness methods --json` adds formulas and constraints.")
+    lines.append(f"\n{len(methods)} methods. Every method's search space also has {_shared_text()}. "
+                 "`harness methods --json` adds formulas, constraints and each range's source.")
     return "\n".join(lines)
+
+
+def _shared_text() -> str:
+    return ", ".join(f"{key} {dim.text()}" for key, dim in SHARED_SPACE.items())
 
 
 def _cell(value: Any) -> str:

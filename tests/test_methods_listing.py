@@ -20,8 +20,9 @@ BEYOND = (
 )  # fmt: skip
 KEYS = {
     "name", "hparams", "constraints", "needs", "data", "reduction", "state", "paper", "formula", "version", "origin",
-    "regime", "regime_hparams", "regime_label",
+    "regime", "regime_hparams", "regime_label", "search_space", "space_text",
 }  # fmt: skip
+ADDED = ("sft", "rso_hinge", "apo_zero_unpaired", "alphapo", "cal_dpo", "beta_dpo", "alpha_dpo", "sampo")
 
 
 def test_all_31_methods_are_registered():
@@ -90,3 +91,18 @@ def test_cli_prints_the_listing(capsys, as_json):
         assert {m["name"] for m in json.loads(out)} >= set(MISSION + BEYOND)
     else:
         assert all(name in out for name in MISSION + BEYOND)
+
+
+def test_the_added_methods_are_registered_and_every_space_is_listed_with_its_source():
+    """The rest of the family (issue 16) is registered; --json gives each method's search space,
+    the shared learning rate first, each dimension with its scale, range and source."""
+    assert not sorted(set(ADDED) - set(LOSSES.names()))
+    described = {m["name"]: m for m in json.loads(render_methods(as_json=True))}
+    for name, method in described.items():
+        space = method["search_space"]
+        assert next(iter(space)) == "lr" and space["lr"]["relative_to"] == "train.lr", name
+        assert all(dim["source"] for dim in space.values()), name
+    assert described["dpo"]["search_space"]["beta"] == {
+        "scale": "log", "low": 0.01, "high": 0.5, "source": described["dpo"]["search_space"]["beta"]["source"]}
+    text = render_methods()
+    assert "beta log[0.01, 0.5]" in text and "lr log[0.1, 10]×train.lr" in text

@@ -23,12 +23,13 @@ ROOT = Path(__file__).resolve().parents[1]
 HINGE = '''
 """A DPO variant for the tests: a hinge on the DPO log-ratio margin."""
 import torch
-from harness.losses import LossInputs, LossOutput, positive, register_loss
+from harness.losses import LossInputs, LossOutput, log_range, positive, register_loss
 from harness.losses.common import chosen_rejected_logratios, preference_metrics
 
 
 @register_loss(
     "{name}",
+    search_space={{"beta": log_range(0.05, 5.0, "a decade either side of the default")}},
     needs=("reference",),
     reduction="sum",
     paper="SLiC-HF's hinge (Zhao et al. 2023) on DPO's margin",
@@ -206,14 +207,15 @@ def test_sandbox_all_names_every_builtin_method_with_three_seeds():
     suite = load_suite(ROOT / "suites" / "sandbox-all.yaml")
     quickstart = load_suite(ROOT / "suites" / "quickstart.yaml")
     builtin = sorted(n for n in LOSSES.names() if get_loss(n).origin == "built-in")
-    assert sorted(entry.name for entry in suite.methods) == builtin
+    singles = [entry.name for entry in suite.methods if "+" not in entry.name]  # and mixtures beside them
+    assert sorted(singles) == builtin
     assert suite.seeds == (0, 1, 2)
     assert suite.budget == quickstart.budget and suite.evaluate == quickstart.evaluate
     # the same training settings, but room for the sandbox's multi-turn sessions (~85 tokens)
     assert replace(suite.train, max_length=quickstart.train.max_length) == quickstart.train
     assert suite.train.max_length >= 96
     runs = plan_suite(suite)
-    assert len(runs) == 1 + 3 * len(builtin)  # the start model once, every method × 3 seeds
+    assert len(runs) == 1 + 3 * len(suite.methods)  # the start model once, every method × 3 seeds
 
 
 # --------------------------------------------------------------------------- harness rank, end to end
