@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from harness.errors import HarnessError
-from harness.losses.base import NEEDS, LossInputs, LossOutput, LossSpec, unsearched, validate_search_space
+from harness.losses.base import LossInputs, LossOutput, LossSpec, NEEDS, unsearched, validate_search_space
 
 BATCH = 4
 REQUIRED_METRICS = ("chosen_rewards", "rejected_rewards", "reward_margins", "reward_accuracies")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from harness.losses.base import LossInputs, LossOutput, positive, log_range, register_loss
+from harness.losses.base import LossInputs, LossOutput, log_range, positive, register_loss
 from harness.losses.spaces import DPO_BETA
 from harness.losses.common import chosen_rejected_logratios, neg_log_sigmoid, preference_metrics
 

@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from harness.losses.base import LossInputs, LossOutput, in_range, positive, log_range, register_loss
+from harness.losses.base import LossInputs, LossOutput, in_range, log_range, positive, register_loss
 from harness.losses.spaces import DPO_BETA
 from harness.losses.common import chosen_rejected_logratios, preference_metrics
 

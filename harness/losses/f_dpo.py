@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from harness.losses.base import LossInputs, LossOutput, in_range, one_of, positive, linear_range, register_loss
+from harness.losses.base import LossInputs, LossOutput, in_range, linear_range, one_of, positive, register_loss
 from harness.losses.spaces import DPO_BETA
 from harness.losses.common import chosen_rejected_logratios, neg_log_sigmoid, preference_metrics
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from harness.losses.base import LossInputs, LossOutput, positive, linear_range, register_loss
+from harness.losses.base import LossInputs, LossOutput, linear_range, positive, register_loss
 from harness.losses.spaces import DPO_BETA
 
 

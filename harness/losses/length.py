@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from harness.losses.base import LossInputs, LossOutput, in_range, non_negative, positive, log_range, linear_range, register_loss
+from harness.losses.base import (
+    LossInputs, LossOutput, in_range, linear_range, log_range, non_negative, positive, register_loss,
+)
 from harness.losses.spaces import DPO_BETA, SIMPO_BETA
 from harness.losses.common import (
     chosen_rejected_logratios,

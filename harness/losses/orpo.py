@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-from harness.losses.base import LossInputs, LossOutput, non_negative, log_range, register_loss
+from harness.losses.base import LossInputs, LossOutput, log_range, non_negative, register_loss
 from harness.losses.common import length_mean, neg_log_sigmoid, preference_metrics
 
 # A per-token mean log-prob of exactly 0 (every token certain) has infinite odds; keep it just

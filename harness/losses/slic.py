@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from harness.losses.base import LossInputs, LossOutput, non_negative, log_range, linear_range, register_loss
+from harness.losses.base import LossInputs, LossOutput, linear_range, log_range, non_negative, register_loss
 from harness.losses.common import preference_metrics
 
 

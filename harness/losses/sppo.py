@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness.losses.base import LossInputs, LossOutput, positive, log_range, register_loss
+from harness.losses.base import LossInputs, LossOutput, log_range, positive, register_loss
 from harness.losses.common import chosen_rejected_logratios, preference_metrics
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from harness.losses.base import LossInputs, LossOutput, non_negative, positive, linear_range, register_loss
+from harness.losses.base import LossInputs, LossOutput, linear_range, non_negative, positive, register_loss
 from harness.losses.spaces import DPO_BETA
 from harness.losses.common import chosen_rejected_logratios, neg_log_sigmoid, preference_metrics
 
