@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, HarnessFault
 
 EXIT_BAD_INPUT = 2
 EXIT_RUN_FAILED = 1
@@ -38,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
                       help="a .py file, module or entry point registering new losses (none: rank what is stored)")
     rank.add_argument("--suite", required=True, help="suite YAML file whose stored runs are the baselines")
     rank.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a suite value")
+    _budget_arg(rank)
     _store_args(rank)
 
     board = sub.add_parser("leaderboard", help="write reports/index.html across every stored suite")
@@ -76,7 +77,13 @@ def _suite_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("suite", help="suite YAML file, e.g. suites/quickstart.yaml")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a suite value, e.g. --set budget.value=1e11 (repeatable)")
+    _budget_arg(p)
     _store_args(p)
+
+
+def _budget_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--allow-large-budget", action="store_true",
+                   help="accept a budget past harness.suite.LARGE_BUDGETS (refused otherwise: a run that would not end)")
 
 
 def _store_args(p: argparse.ArgumentParser) -> None:
@@ -90,7 +97,11 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except HarnessError as err:
         print(f"harness: error: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return EXIT_RUN_FAILED if isinstance(err, HarnessFault) else EXIT_BAD_INPUT
+    except OSError as err:  # a fault outside any run (a full disk while writing a report): one line
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"harness: error: {where}{err.strerror or err}; stored results are intact", file=sys.stderr)
+        return EXIT_RUN_FAILED
     except KeyboardInterrupt:
         print("harness: interrupted; stored results are intact, re-run to finish", file=sys.stderr)
         return 130
@@ -105,13 +116,23 @@ def _quiet_libraries() -> None:
     hf_logging.disable_progress_bar()
 
 
-def cmd_run(args) -> int:
-    from harness.runner import run_suite
+def _checked_suite(args):
+    """The suite of `harness run` and `harness plan`, checked as a whole before anything runs
+    (harness.preflight), and its planned runs; the runner (and its imports) come after."""
+    from harness.preflight import check_suite
     from harness.suite import load_suite
 
-    started = time.perf_counter()
     suite = load_suite(args.suite, args.set)
+    specs = check_suite(suite, Path(args.results), allow_large_budget=args.allow_large_budget)
+    return suite, specs
+
+
+def cmd_run(args) -> int:
+    started = time.perf_counter()
+    suite, _ = _checked_suite(args)
     _quiet_libraries()
+    from harness.runner import run_suite
+
     outcome = run_suite(suite, Path(args.results))
     from harness.train.distributed import is_main
 
@@ -142,14 +163,7 @@ def _write_report(results: Path, suite_name: str, reports: Path) -> None:
 
 
 def cmd_plan(args) -> int:
-    from harness.plan import plan_suite
-    from harness.suite import load_suite
-
-    suite = load_suite(args.suite, args.set)
-    from harness.plugins import load_suite_plugins
-
-    load_suite_plugins(suite)
-    specs = plan_suite(suite)
+    suite, specs = _checked_suite(args)
     _quiet_libraries()
     from harness.runner import estimate_plan
 
@@ -173,7 +187,9 @@ def _suite_name(text: str) -> str:
         from harness.suite import load_suite
 
         return load_suite(path).name
-    return text
+    from harness.names import check_name
+
+    return check_name(text, "suite")
 
 
 def cmd_report(args) -> int:
@@ -205,7 +221,8 @@ def cmd_rank(args) -> int:
 
     _quiet_libraries()
     return rank_new_methods(list(args.plugins), args.suite, overrides=args.set,
-                            results_root=Path(args.results), reports_root=Path(args.reports))
+                            results_root=Path(args.results), reports_root=Path(args.reports),
+                            allow_large_budget=args.allow_large_budget)
 
 
 def cmd_leaderboard(args) -> int:

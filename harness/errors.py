@@ -1,7 +1,7 @@
 """The one error type a user sees: a single line naming the file, the key and the fix.
 
-The CLI turns a `HarnessError` into that line on stderr and exit status 2; anything else is a
-bug and keeps its traceback.
+The CLI turns a `HarnessError` into that line on stderr and exit status 2 (a `HarnessFault`,
+exit status 1); anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -12,6 +12,11 @@ from collections.abc import Iterable
 
 class HarnessError(Exception):
     """Bad input: the message is the whole story, shown without a traceback."""
+
+
+class HarnessFault(HarnessError):
+    """A fault that no check could foresee (a full disk, a folder made read-only mid-run): one
+    line too, but exit status 1, as the input was fine. Raised after the run's partial state is gone."""
 
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:

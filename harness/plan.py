@@ -79,9 +79,9 @@ def plan_suite(suite: Suite) -> list[RunSpec]:
     """The starting model's run first, then every method setting × seed, in suite order."""
     runs = [_spec(suite, START, "1", {}, suite.seeds[0])]
     for entry in suite.methods:
-        loss = get_loss(entry.name, where=f"{suite.path}: methods")
+        loss = get_loss(entry.name, where=f"{suite.where('methods')}: methods")
         for hparams in _grid(entry):
-            resolved = resolve_method_hparams(loss, hparams, where=str(suite.path))
+            resolved = resolve_method_hparams(loss, hparams, where=suite.where(f"methods.{entry.name}"))
             for seed in suite.seeds:
                 runs.append(_spec(suite, entry.name, loss.version, resolved, seed))
     return _unique(runs)

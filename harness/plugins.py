@@ -45,7 +45,7 @@ def load_plugin(ref: str, *, base: Path | None = None, where: str = "") -> list[
     return the names of the losses it registered. Loading the same plugin again is a no-op that
     returns the same names. Any failure is a HarnessError naming the plugin."""
     prefix = f"{where}: " if where else ""
-    path = _as_path(ref, base)
+    path = _as_path(ref, base, prefix)
     if path is not None:
         key = f"file:{path}"
         return _load_once(key, lambda: _import_file(path), f"{prefix}{path}")
@@ -111,7 +111,7 @@ def check_losses(names: Iterable[str]) -> None:
 # --------------------------------------------------------------------------- loading
 
 
-def _as_path(ref: str, base: Path | None) -> Path | None:
+def _as_path(ref: str, base: Path | None, prefix: str = "") -> Path | None:
     """`ref` as a plugin file, or None when it does not look like a path. A missing file that
     looks like one (ends in .py or has a slash) is an error."""
     looks_like_path = ref.endswith(".py") or "/" in ref or "\\" in ref
@@ -120,7 +120,8 @@ def _as_path(ref: str, base: Path | None) -> Path | None:
         if candidate.is_file():
             return candidate.resolve()
     if looks_like_path:
-        raise HarnessError(f"{ref}: no such plugin file (give the path to a .py file that registers losses)")
+        raise HarnessError(f"{prefix}{ref}: no such plugin file (looked in {base or Path.cwd()}); give the path to "
+                           "a .py file that registers losses")
     return None
 
 

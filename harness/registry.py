@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
 from harness.errors import HarnessError, did_you_mean
+from harness.names import check_name
 
 T = TypeVar("T")
 
@@ -19,6 +20,8 @@ class Registry(Generic[T]):
         self._items: dict[str, T] = {}
 
     def add(self, name: str, item: T, *, replace: bool = False) -> T:
+        # a registered name is written into results, reports and sometimes paths: a plain name only
+        check_name(name, f"{self.kind} name")
         if name in self._items and not replace:
             raise HarnessError(f"{self.kind} {name!r} is already registered; pick another name")
         self._items[name] = item

@@ -19,7 +19,7 @@ from harness.cache import cache_root
 from harness.data.batches import TrainData, paired_from_rows, sessions_from_rows, unpaired_from_rows
 from harness.data.jsonl import read_jsonl
 from harness.data.prepare import prepare_dataset
-from harness.errors import HarnessError
+from harness.errors import HarnessError, HarnessFault
 from harness.evaluate.implicit import defines_implicit_reward, implicit_reward_accuracies
 from harness.evaluate.policy import Baseline, chosen_from_file, evaluate_policy, make_baseline
 from harness.evaluate.reward_models import RewardModel, load_reward_model
@@ -173,12 +173,8 @@ def prepare_world(suite: Suite) -> World:
 
 
 def _uses_sandbox(suite: Suite) -> bool:
-    """Whether the suite's model or data come from the sandbox; a real dataset needs a real judge."""
-    if suite.dataset != SANDBOX and suite.evaluate.reward_model == "gold":
-        raise HarnessError(
-            f"{suite.path}: evaluate.reward_model 'gold' scores the sandbox's language only; with dataset "
-            f"{suite.dataset!r} name a reward model (a local folder or a Hub id)"
-        )
+    """Whether the suite's model or data come from the sandbox (a real dataset with the sandbox's
+    gold judge is refused by the suite's own checks)."""
     return SANDBOX in (suite.model, suite.dataset)
 
 
@@ -203,6 +199,8 @@ def run_suite(suite: Suite, results_root: Path, *, log=print) -> SuiteOutcome:
     if not todo:
         return outcome
     world = prepare_world(suite)
+    for spec in todo:  # every run's data and needs, before the first run starts
+        check_trainable(spec, suite, world)
     by_id = {s.run_id: s for s in todo}
     if launched_distributed():
         # One data-parallel job trains each run with all its processes: the main process's list
@@ -220,10 +218,41 @@ def run_suite(suite: Suite, results_root: Path, *, log=print) -> SuiteOutcome:
     return outcome
 
 
+def check_trainable(spec: RunSpec, suite: Suite, world: World) -> None:
+    """A training run's data holds what its method needs and at least one full batch (else it
+    would train zero steps or divide by zero mid-run); HarnessError naming the key to change."""
+    if spec.trains:
+        _method_run(spec, suite, world, with_reference_cache=False)
+
+
 def run_one(spec: RunSpec, suite: Suite, world: World, store: ResultStore, *, log=print) -> RunOutcome:
     started = time.perf_counter()
     if not is_main():  # a data-parallel helper: train, then leave evaluation to the main process
         return _train_as_helper(spec, suite, world, started)
+    try:
+        return _run_and_store(spec, suite, world, store, started, log)
+    except HarnessError:  # found mid-run (a task's data that cannot be fetched): nothing half-done stays
+        _discard_partial_run(spec, store)
+        raise
+    except OSError as err:  # a full disk, a folder gone read-only: unforeseeable, so cleaned up here
+        _discard_partial_run(spec, store)
+        detail = f"{err.strerror or err}" + (f" ({err.filename})" if err.filename else "")
+        raise HarnessFault(f"{spec.label()} ({spec.run_id}): {detail}; nothing of this run was kept (no manifest, "
+                           "no checkpoint) and stored runs are intact; fix it and re-run the suite") from None
+
+
+def _discard_partial_run(spec: RunSpec, store: ResultStore) -> None:
+    """Remove what a run that hit a fault left: its 'running' manifest and its checkpoint (the
+    temporary files of a failed write are already gone)."""
+    RunCheckpoint(spec.run_id, 0).clear()
+    if not store.has_result(spec.run_id):
+        try:
+            store.manifest_path(spec.run_id).unlink(missing_ok=True)
+        except OSError:
+            pass  # the folder cannot be written at all: a later claimant treats the manifest as stale
+
+
+def _run_and_store(spec: RunSpec, suite: Suite, world: World, store: ResultStore, started: float, log) -> RunOutcome:
     manifest = _manifest(spec, world)
     store.write_manifest(spec.run_id, {**manifest, "status": "running"})
     try:
@@ -282,6 +311,10 @@ def _method_run(spec: RunSpec, suite: Suite, world: World, *, with_reference_cac
     if missing:
         raise HarnessError(f"{suite.path}: method {spec.method!r} needs {missing[0]!r}, which the "
                            f"{shape} data of dataset {suite.dataset!r} does not provide")
+    if len(data) < spec.train.batch_size:
+        raise HarnessError(f"{suite.path}: train.batch_size = {spec.train.batch_size} is more than the {len(data)} "
+                           f"{shape} examples of dataset {suite.dataset!r} (method {spec.method!r}); lower "
+                           "train.batch_size or give more data")
     loss_hparams, regime_hparams = split_hparams(loss, regime, spec.hparams_dict)
     cache = with_reference_cache and loss.uses_reference and shape != "sft"
     setup = TrainSetup(

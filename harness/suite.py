@@ -18,6 +18,7 @@ A suite is a YAML mapping; every key is checked here, so a typo is caught before
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -27,35 +28,52 @@ import yaml
 from harness.errors import HarnessError, did_you_mean
 from harness.mix_syntax import parse_mix
 from harness.sampling import sampling_problem
+from harness.names import check_name
+from harness.values import Constraint, at_least, check_value, coerce, in_range, non_negative, one_of, positive
 
 BUDGET_KINDS = ("flops", "tokens", "examples", "steps")
 ON_INVALID = ("drop", "error")  # data.on_invalid: what harness.data.loading does with a bad row
+SCHEDULES = ("cosine", "linear", "constant")  # harness.train.optim.lr_factor
+BACKENDS = ("auto", "transformers", "vllm")  # harness.generation.BACKENDS
 SANDBOX = "sandbox"  # the `model:` / `dataset:` value naming the offline world
+
+
+def setting(default: Any, *checks: Constraint, identity: bool = True) -> Any:
+    """A config field with the constraints its value must meet: declared here, next to the field,
+    and checked generically by `parse_suite` for the suite file and `--set` alike. A field marked
+    identity=False changes speed, not results, and is not part of a run's identity."""
+    return field(default=default, metadata={"checks": checks, **({} if identity else {"identity": False})})
 
 
 @dataclass(frozen=True)
 class Budget:
     """How much compute every run of the suite gets."""
 
-    kind: str = "flops"
-    value: float = 3.0e11
+    kind: str = setting("flops", one_of(*BUDGET_KINDS))
+    value: float = setting(3.0e11, positive())
+
+
+# Budgets past these are refused unless confirmed (`--allow-large-budget`): a typo's extra zeros
+# would start a run that never ends. For scale: DPO on 100k pairs of 512 tokens with a 70B model
+# is about 2e20 FLOPs, 5e10 tokens, 1e5 examples, 1e4 steps.
+LARGE_BUDGETS = {"flops": 1e23, "tokens": 1e13, "examples": 1e10, "steps": 1e7}
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    batch_size: int = 16
-    grad_accumulation: int = 1
-    lr: float = 5e-5
-    warmup_ratio: float = 0.1
-    schedule: str = "cosine"  # cosine | linear | constant
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    max_length: int = 64
-    log_every: int = 5
-    checkpoint_every: int = 50  # optimizer steps between checkpoints (0: never); resume after a kill
+    batch_size: int = setting(16, positive())
+    grad_accumulation: int = setting(1, positive())
+    lr: float = setting(5e-5, positive())
+    warmup_ratio: float = setting(0.1, in_range(0.0, 1.0))
+    schedule: str = setting("cosine", one_of(*SCHEDULES))
+    weight_decay: float = setting(0.0, non_negative())
+    grad_clip: float = setting(1.0, positive())
+    max_length: int = setting(64, at_least(2))  # a prompt token and a completion token at least
+    log_every: int = setting(5, positive())
+    checkpoint_every: int = setting(50, non_negative())  # optimizer steps between checkpoints (0: never); resume after a kill
     # Run the model on packed rows (shared prompts once, no padding; harness.data.packing) where it
     # supports that. Changes speed, not results (float rounding aside): not part of a run's identity.
-    packing: bool = field(default=True, metadata={"identity": False})
+    packing: bool = setting(True, identity=False)
 
 
 def identity_fields(config) -> dict[str, Any]:
@@ -65,34 +83,35 @@ def identity_fields(config) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    prompts: int = 64
-    samples_per_prompt: int = 2
+    prompts: int = setting(64, positive())
+    samples_per_prompt: int = setting(2, positive())
     # How evaluation samples are drawn (harness.generation.SamplingConfig); the defaults draw from
     # the policy's own, untruncated distribution, which the KL estimators assume. Part of every
-    # run's identity, so a change of any one is a different run.
-    max_new_tokens: int = 24
-    temperature: float = 1.0
-    top_k: int = 0  # 0: off (never transformers' default of 50)
-    top_p: float = 1.0
-    bootstrap: int = 2000
-    seed: int = 1234
-    backend: str = "auto"  # generation: auto (vLLM when installed and on CUDA) | transformers | vllm
-    reward_model: str = "gold"  # a registered reward model, a local folder or a Hub id
-    reward_batch_size: int = 16
-    lm_eval_tasks: tuple[str, ...] = ()  # lm-eval registry names, suites/tasks/ names or YAML files
-    lm_eval_limit: int = 0  # documents per task (0: all)
-    lm_eval_fewshot: int = -1  # few-shot examples (-1: each task's own default)
-    lm_eval_batch_size: int = 8
+    # run's identity, so a change of any one is a different run. Their ranges are
+    # harness.sampling.sampling_problem's (a CROSS_CHECKS entry), shared with the sandbox's sampling.
+    max_new_tokens: int = setting(24)
+    temperature: float = setting(1.0)
+    top_k: int = setting(0)  # 0: off (never transformers' default of 50)
+    top_p: float = setting(1.0)
+    bootstrap: int = setting(2000, non_negative())
+    seed: int = setting(1234, non_negative())
+    backend: str = setting("auto", one_of(*BACKENDS))  # generation: auto (vLLM when installed and on CUDA)
+    reward_model: str = setting("gold")  # a registered reward model, a local folder or a Hub id
+    reward_batch_size: int = setting(16, positive())
+    lm_eval_tasks: tuple[str, ...] = setting(())  # lm-eval registry names, suites/tasks/ names or YAML files
+    lm_eval_limit: int = setting(0, non_negative())  # documents per task (0: all)
+    lm_eval_fewshot: int = setting(-1, at_least(-1))  # few-shot examples (-1: each task's own default)
+    lm_eval_batch_size: int = setting(8, positive())
 
 
 @dataclass(frozen=True)
 class DataConfig:
     """How a real `dataset:` is read (harness.data.loading); the sandbox ignores it."""
 
-    train_split: str = "train"
-    eval_split: str = "test"  # held-out pairs: evaluation prompts and preference accuracy
-    on_invalid: str = "drop"  # rows with an empty completion or no room for one: drop (warned) | error
-    max_prompt_length: int = 0  # tokens; longer prompts are invalid rows (0: no limit but max_length)
+    train_split: str = setting("train")
+    eval_split: str = setting("test")  # held-out pairs: evaluation prompts and preference accuracy
+    on_invalid: str = setting("drop", one_of(*ON_INVALID))  # rows with an empty completion or no room: drop (warned) | error
+    max_prompt_length: int = setting(0, non_negative())  # tokens; longer prompts are invalid rows (0: no limit but max_length)
 
 
 @dataclass(frozen=True)
@@ -118,12 +137,38 @@ class Suite:
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluate: EvalConfig = field(default_factory=EvalConfig)
     plugins: tuple[str, ...] = ()
+    # dotted key -> the `--set` text that gave it: errors found later name where a key came from
+    overrides: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    def where(self, key: str = "") -> str:
+        """The prefix of an error about `key`: the suite file, or the `--set` that gave the key."""
+        return Source(self.path, self.overrides).where(key)
 
 
 TOP_LEVEL_KEYS = {
     "name", "description", "sandbox", "model", "dataset", "data", "methods", "seeds", "budget", "train",
     "evaluate", "plugins",
 }
+# The sections read into a config dataclass; every field is checked by its declared constraints.
+SECTIONS: dict[str, type] = {"data": DataConfig, "budget": Budget, "train": TrainConfig, "evaluate": EvalConfig}
+
+
+class Source:
+    """Where a suite's keys came from: the file, or a `--set` override given on the command line;
+    `where(key)` is the prefix of an error about that key."""
+
+    def __init__(self, path: Path, overrides: dict[str, str] | None = None):
+        self.path = path
+        self.overrides = dict(overrides or {})  # dotted key -> the --set text that gave it
+
+    def where(self, key: str = "") -> str:
+        for dotted, text in self.overrides.items():
+            if key == dotted or key.startswith(dotted + "."):
+                return f"--set {text} (over {self.path})"
+        return str(self.path)
+
+    def error(self, key: str, message: str) -> HarnessError:
+        return HarnessError(f"{self.where(key)}: {message}")
 
 
 def load_suite(path: str | Path, overrides: list[str] | None = None) -> Suite:
@@ -137,136 +182,176 @@ def load_suite(path: str | Path, overrides: list[str] | None = None) -> Suite:
         line = getattr(getattr(err, "problem_mark", None), "line", None)
         where = f" at line {line + 1}" if line is not None else ""
         raise HarnessError(f"{path}: not valid YAML{where}; fix the syntax") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise HarnessError(f"{path}: cannot read the suite file ({err})") from None
     if not isinstance(raw, dict):
         raise HarnessError(f"{path}: a suite must be a YAML mapping of keys to values")
+    given = {}
     for override in overrides or []:
-        _apply_override(raw, override, path)
-    return parse_suite(raw, path)
+        given[_apply_override(raw, override, path)] = override
+    return parse_suite(raw, path, given)
 
 
-def parse_suite(raw: dict[str, Any], path: Path) -> Suite:
-    where = str(path)
-    _reject_unknown(raw, TOP_LEVEL_KEYS, where, "")
+def parse_suite(raw: dict[str, Any], path: Path, overrides: dict[str, str] | None = None) -> Suite:
+    """Check every key and value of a raw suite mapping and build the Suite; `overrides` maps the
+    dotted keys given with `--set` to their text, so that an error names where the key came from."""
+    src = Source(path, overrides)
+    _reject_unknown(raw, TOP_LEVEL_KEYS, src, "")
     if "methods" not in raw:
-        raise HarnessError(f"{where}: missing key 'methods' (a list of method names, see `harness methods`)")
-    name = str(raw.get("name") or path.stem)
-    seeds = raw.get("seeds", [0])
-    if not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds) or not seeds:
-        raise HarnessError(f"{where}: seeds must be a non-empty list of integers, e.g. [0, 1, 2]")
-    return Suite(
-        name=name,
+        raise src.error("methods", "missing key 'methods' (a list of method names, see `harness methods`)")
+    configs = {key: _section(raw, key, cls, src) for key, cls in SECTIONS.items()}
+    suite = Suite(
+        name=check_name(raw.get("name", path.stem), f"{src.where('name')}: name"),
         path=path,
-        description=str(raw.get("description", "")),
-        methods=_parse_methods(raw["methods"], where),
-        sandbox=_mapping(raw.get("sandbox"), where, "sandbox"),
-        model=str(raw.get("model", "sandbox")),
-        dataset=str(raw.get("dataset", "sandbox")),
-        data=_data(_section(raw, "data", DataConfig, where), where),
-        seeds=tuple(seeds),
-        budget=_budget(_section(raw, "budget", Budget, where), where),
-        train=_section(raw, "train", TrainConfig, where),
-        evaluate=_evaluate(_section(raw, "evaluate", EvalConfig, where), where),
-        plugins=tuple(str(p) for p in raw.get("plugins", []) or []),
+        description=_text(raw, "description", src, ""),
+        methods=_parse_methods(raw["methods"], src),
+        sandbox=_mapping(raw.get("sandbox"), src, "sandbox"),
+        model=_text(raw, "model", src, SANDBOX, required=True),
+        dataset=_text(raw, "dataset", src, SANDBOX, required=True),
+        seeds=_seeds(raw.get("seeds", [0]), src),
+        plugins=_strings(raw.get("plugins") or [], src, "plugins", "[my_loss.py]"),
+        overrides=dict(overrides or {}),
+        **configs,
     )
+    _cross_checks(suite, src)
+    return suite
 
 
-def _data(data: DataConfig, where: str) -> DataConfig:
-    if data.on_invalid not in ON_INVALID:
-        raise HarnessError(f"{where}: data.on_invalid = {data.on_invalid!r} should be one of {', '.join(ON_INVALID)}")
-    if data.max_prompt_length < 0:
-        raise HarnessError(f"{where}: data.max_prompt_length must be >= 0 (0: no limit)")
-    return data
+def _text(raw: dict[str, Any], key: str, src: Source, default: str, *, required: bool = False) -> str:
+    value = raw.get(key, default)
+    if not isinstance(value, str) or required and not value.strip():
+        raise src.error(key, f"{key} = {value!r} should be {'a non-empty' if required else 'a'} string")
+    return value
 
 
-def _parse_methods(value: Any, where: str) -> tuple[MethodEntry, ...]:
-    if not isinstance(value, list) or not value:
-        raise HarnessError(f"{where}: methods must be a non-empty list, e.g. [dpo, {{ipo: {{tau: 0.1}}}}]")
-    entries = []
-    for item in value:
-        if isinstance(item, str):
-            entries.append(MethodEntry(item))
-        elif isinstance(item, dict) and len(item) == 1 and "mix" in item:
-            entries.append(MethodEntry(*parse_mix(item["mix"], f"{where}: methods")))
-        elif isinstance(item, dict) and len(item) == 1:
-            (name, hparams), = item.items()
-            entries.append(MethodEntry(str(name), _mapping(hparams, where, f"methods.{name}")))
-        else:
-            raise HarnessError(f"{where}: methods entry {item!r} must be a name or {{name: {{hparam: value}}}}")
-    return tuple(entries)
+def _seeds(value: Any, src: Source) -> tuple[int, ...]:
+    ok = isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
+                                                   for s in value)
+    if not ok:
+        raise src.error("seeds", f"seeds = {value!r} should be a non-empty list of integers >= 0, e.g. [0, 1, 2]")
+    if len(set(value)) != len(value):
+        raise src.error("seeds", f"seeds = {value!r} lists a seed twice; list each once")
+    return tuple(value)
 
 
-def _section(raw: dict[str, Any], key: str, cls: type, where: str):
-    given = _mapping(raw.get(key), where, key)
-    known = {f.name: f for f in fields(cls)}
-    _reject_unknown(given, set(known), where, f"{key}.")
-    defaults = cls()
-    values = {}
-    for name, value in given.items():
-        default = getattr(defaults, name)
-        if isinstance(default, tuple):  # a list of names: one name alone is a list of one
-            values[name] = _names(value, where, f"{key}.{name}")
-            continue
-        try:
-            values[name] = type(default)(value) if not isinstance(default, bool) else bool(value)
-        except (TypeError, ValueError):
-            raise HarnessError(
-                f"{where}: {key}.{name} = {value!r} should be a {type(default).__name__}"
-            ) from None
-    return replace(defaults, **values)
-
-
-def _names(value: Any, where: str, key: str) -> tuple[str, ...]:
+def _strings(value: Any, src: Source, key: str, example: str) -> tuple[str, ...]:
     items = [value] if isinstance(value, str) else value
-    if not isinstance(items, list) or not all(isinstance(v, str) and v for v in items):
-        raise HarnessError(f"{where}: {key} = {value!r} should be a list of names, e.g. [arc_easy]")
+    if not isinstance(items, list) or not all(isinstance(v, str) and v.strip() for v in items):
+        raise src.error(key, f"{key} = {value!r} should be a list of names, e.g. {example}")
     return tuple(items)
 
 
-def _evaluate(config: EvalConfig, where: str) -> EvalConfig:
-    backends = ("auto", "transformers", "vllm")  # harness.generation.BACKENDS
-    if config.backend not in backends:
-        raise HarnessError(f"{where}: evaluate.backend {config.backend!r} unknown{did_you_mean(config.backend, backends)}")
-    if not config.reward_model:
-        raise HarnessError(f"{where}: evaluate.reward_model is empty; use gold, a folder or a Hub id")
-    problem = sampling_problem(temperature=config.temperature, top_k=config.top_k, top_p=config.top_p,
-                               max_new_tokens=config.max_new_tokens)
-    if problem:
-        raise HarnessError(f"{where}: evaluate.{problem}")
-    return config
+# Checks that involve more than one key: (the check, the message); a message starts with the key
+# it names ("train.grad_accumulation = 3 must divide ..."), so an error says where that key came from.
+CROSS_CHECKS: list[tuple[Callable[[Suite], bool], Callable[[Suite], str]]] = [
+    (lambda s: s.train.batch_size % s.train.grad_accumulation == 0,
+     lambda s: f"train.grad_accumulation = {s.train.grad_accumulation} must divide train.batch_size = "
+               f"{s.train.batch_size} (each micro-batch gets batch_size / grad_accumulation examples)"),
+    (lambda s: s.data.max_prompt_length < s.train.max_length,
+     lambda s: f"data.max_prompt_length = {s.data.max_prompt_length} leaves no room for a completion in "
+               f"train.max_length = {s.train.max_length}; make it smaller than train.max_length"),
+    (lambda s: s.dataset == SANDBOX or s.evaluate.reward_model != "gold",
+     lambda s: f"evaluate.reward_model 'gold' scores the sandbox's language only; with dataset {s.dataset!r} "
+               "name a reward model (a local folder or a Hub id)"),
+    (lambda s: s.dataset == SANDBOX or s.data.eval_split != s.data.train_split,
+     lambda s: f"data.eval_split = {s.data.eval_split!r} is also the train split; held-out pairs need another "
+               "split (e.g. test)"),
+]
 
 
-def _budget(budget: Budget, where: str) -> Budget:
-    if budget.kind not in BUDGET_KINDS:
-        raise HarnessError(f"{where}: budget.kind {budget.kind!r} unknown{did_you_mean(budget.kind, BUDGET_KINDS)}")
-    if not budget.value > 0:
-        raise HarnessError(f"{where}: budget.value must be > 0")
-    return budget
+def _sampling_problem(suite: Suite) -> str | None:
+    e = suite.evaluate
+    return sampling_problem(temperature=e.temperature, top_k=e.top_k, top_p=e.top_p, max_new_tokens=e.max_new_tokens)
 
 
-def _mapping(value: Any, where: str, key: str) -> dict[str, Any]:
+CROSS_CHECKS.append(  # harness.sampling's rules, shared with the sandbox: "top_p = 0.0 must be in (0, 1]"
+    (lambda s: _sampling_problem(s) is None, lambda s: f"evaluate.{_sampling_problem(s)}"))
+
+
+def _cross_checks(suite: Suite, src: Source) -> None:
+    for check, message in CROSS_CHECKS:
+        if not check(suite):
+            text = message(suite)
+            raise src.error(text.split(" ", 1)[0], text)
+
+
+def check_budget_size(suite: Suite, *, allow_large: bool = False) -> None:
+    """Refuse a budget past LARGE_BUDGETS (a run that would not end) unless `allow_large`."""
+    limit = LARGE_BUDGETS[suite.budget.kind]
+    if suite.budget.value > limit and not allow_large:
+        raise HarnessError(
+            f"{suite.where('budget.value')}: budget.value = {suite.budget.value:g} {suite.budget.kind} is past {limit:g}, which would "
+            "not finish; lower it, or pass --allow-large-budget if you mean it"
+        )
+
+
+def _parse_methods(value: Any, src: Source) -> tuple[MethodEntry, ...]:
+    if not isinstance(value, list) or not value:
+        raise src.error("methods", "methods must be a non-empty list, e.g. [dpo, {ipo: {tau: 0.1}}]")
+    entries = []
+    for item in value:
+        if isinstance(item, str) and item.strip():
+            entries.append(MethodEntry(item))
+        elif isinstance(item, dict) and len(item) == 1 and "mix" in item:
+            entries.append(MethodEntry(*parse_mix(item["mix"], f"{src.where('methods')}: methods")))
+        elif isinstance(item, dict) and len(item) == 1 and isinstance(next(iter(item)), str):
+            (name, hparams), = item.items()
+            entries.append(MethodEntry(name, _mapping(hparams, src, f"methods.{name}")))
+        else:
+            raise src.error("methods", f"methods entry {item!r} must be a name or {{name: {{hparam: value}}}}")
+    return tuple(entries)
+
+
+def _section(raw: dict[str, Any], key: str, cls: type, src: Source):
+    """A config section: unknown keys get a "did you mean", each value is coerced to its field's
+    type and checked against the field's declared constraints (see `setting`)."""
+    given = _mapping(raw.get(key), src, key)
+    known = {f.name: f for f in fields(cls)}
+    _reject_unknown(given, set(known), src, f"{key}.")
+    defaults = cls()
+    values = {}
+    for name, value in given.items():
+        dotted = f"{key}.{name}"
+        default = getattr(defaults, name)
+        if isinstance(default, tuple):  # a list of names: one name alone is a list of one
+            values[name] = _strings(value, src, dotted, "[arc_easy]")
+        else:
+            values[name] = coerce(value, default, f"{src.where(dotted)}: {dotted}")
+        check_value(values[name], known[name].metadata.get("checks", ()), f"{src.where(dotted)}: {dotted}")
+    return replace(defaults, **values)
+
+
+def _mapping(value: Any, src: Source, key: str) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise HarnessError(f"{where}: {key} must be a mapping of keys to values")
+        raise src.error(key, f"{key} must be a mapping of keys to values, not {value!r}")
     return dict(value)
 
 
-def _reject_unknown(given: dict[str, Any], known: set[str], where: str, prefix: str) -> None:
+def _reject_unknown(given: dict[str, Any], known: set[str], src: Source, prefix: str) -> None:
     for key in given:
         if key not in known:
-            raise HarnessError(f"{where}: unknown key {prefix}{key!r}{did_you_mean(str(key), known)}")
+            raise src.error(f"{prefix}{key}", f"unknown key {prefix}{key!r}{did_you_mean(str(key), known)}")
 
 
-def _apply_override(raw: dict[str, Any], override: str, path: Path) -> None:
-    """Apply `a.b=value` to the raw mapping; the value is parsed as YAML (numbers, lists...)."""
-    if "=" not in override:
-        raise HarnessError(f"--set {override!r}: expected KEY=VALUE, e.g. budget.value=1e11")
-    dotted, text = override.split("=", 1)
+def _apply_override(raw: dict[str, Any], override: str, path: Path) -> str:
+    """Apply `a.b=value` to the raw mapping (the value is parsed as YAML: numbers, lists...);
+    returns the dotted key."""
+    dotted, sep, text = override.partition("=")
     keys = dotted.strip().split(".")
+    if not sep or not all(k.strip() for k in keys):
+        raise HarnessError(f"--set {override!r}: expected KEY=VALUE with a dotted key, e.g. budget.value=1e11")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise HarnessError(f"--set {override!r}: the value is not valid YAML; quote it "
+                           f"(e.g. --set '{dotted}=\"{text}\"') or fix its brackets") from None
     node = raw
-    for key in keys[:-1]:
+    for i, key in enumerate(keys[:-1]):
         child = node.setdefault(key, {})
         if not isinstance(child, dict):
-            raise HarnessError(f"{path}: --set {dotted}: {key!r} is not a mapping")
+            raise HarnessError(f"--set {override} (over {path}): {'.'.join(keys[: i + 1])} is not a mapping")
         node = child
-    node[keys[-1]] = yaml.safe_load(text)
+    node[keys[-1]] = value
+    return ".".join(keys)

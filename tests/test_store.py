@@ -163,7 +163,7 @@ def test_metrics_file_is_written_last(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         store.write_run("r1", frame, fixtures.run_samples(frame), {"status": "ok"})
     assert not store.has_result("r1") and store.run_ids() == []
-    assert store.samples_path("r1").exists()  # written first; harmless without the metrics file
+    assert not store.samples_path("r1").exists()  # written aside, then discarded: a failed write stores nothing
     assert not [p for p in store.folder.iterdir() if p.name.endswith(".tmp")]
 
 

@@ -23,6 +23,7 @@ def rank_new_methods(
     overrides: list[str] | None = None,
     results_root: Path,
     reports_root: Path,
+    allow_large_budget: bool = False,
     log: Callable[[str], Any] = print,
 ) -> int:
     """The add-a-variant path. Load the plugins `refs` and check their new losses against the
@@ -47,7 +48,10 @@ def rank_new_methods(
         present = {entry.name for entry in suite.methods}
         added = tuple(MethodEntry(name) for name in new if name not in present)
         suite = dataclasses.replace(suite, methods=suite.methods + added)
+        from harness.preflight import check_suite
         from harness.runner import run_suite
+
+        check_suite(suite, results_root, allow_large_budget=allow_large_budget)
 
         outcome = run_suite(suite, results_root, log=log)
         failed = outcome.failed

@@ -157,21 +157,36 @@ def _preserved_state(model: torch.nn.Module) -> Iterator[None]:
             os.environ["DISABLE_MULTIPROC"] = multiproc
 
 
+def check_tasks(names: Sequence[str], task_dirs: Sequence[Path] = (), *, where: str = "evaluate.lm_eval_tasks") -> None:
+    """Raise a HarnessError naming `where` for the first task that is neither a local task YAML
+    nor in lm-eval's registry: run before any run starts, so a typo does not wait for training."""
+    _checked_specs(names, search_dirs(task_dirs), where)
+
+
+def _checked_specs(names: Sequence[str], dirs: Sequence[Path], where: str):
+    """(task specs, lm-eval TaskManager) for `names`; unknown names are a HarnessError."""
+    from lm_eval.tasks import TaskManager
+
+    try:
+        specs, registry = resolve_tasks(names, dirs)
+    except HarnessError as err:
+        raise HarnessError(str(err).replace("evaluate.lm_eval_tasks", where, 1)) from None
+    manager = TaskManager(include_path=[str(d) for d in dirs] or None, include_defaults=registry)
+    unknown = [s for s in specs if isinstance(s, str) and s not in manager.all_tasks]
+    if unknown:
+        raise HarnessError(f"{where}: unknown lm-eval task {unknown[0]!r}{did_you_mean(unknown[0], manager.all_tasks)}")
+    return specs, manager
+
+
 def run_lm_eval(model, tokenizer, tasks: Sequence[str], *, limit: int = 0, num_fewshot: int = -1,
                 batch_size: int = 8, bootstrap: int = 2000, seed: int = 1234,
                 task_dirs: Sequence[Path] = ()) -> dict[str, Any]:
     """lm-eval's results dict for `tasks` on the in-memory `model` (samples included)."""
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
-    from lm_eval.tasks import TaskManager
 
     dirs = search_dirs(task_dirs)
-    specs, registry = resolve_tasks(tasks, dirs)
-    manager = TaskManager(include_path=[str(d) for d in dirs] or None, include_defaults=registry)
-    unknown = [s for s in specs if isinstance(s, str) and s not in manager.all_tasks]
-    if unknown:
-        raise HarnessError(f"evaluate.lm_eval_tasks: unknown lm-eval task {unknown[0]!r}"
-                           f"{did_you_mean(unknown[0], manager.all_tasks)}")
+    specs, manager = _checked_specs(tasks, dirs, "evaluate.lm_eval_tasks")
     device = next(model.parameters()).device
     with _preserved_state(model):
         # a copy of the tokenizer: HFLM sets its pad token and padding side

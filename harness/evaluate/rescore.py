@@ -28,6 +28,7 @@ from harness.evaluate.policy import metric_rows, rescored, scored_from_samples
 from harness.evaluate.registry import EVALUATORS
 from harness.evaluate.reward_models import RewardModel, load_reward_model, reward_model_name
 from harness.results import ResultStore
+from harness.results.store import StagedRun
 from harness.results.schema import ACCOUNTING_COLUMNS, IDENTITY_COLUMNS, samples_schema
 from harness.suite import EvalConfig
 
@@ -90,6 +91,14 @@ def _gold_weights(manifest: dict[str, Any] | None) -> tuple[float, float]:
 
 def rescore_run(store: ResultStore, run_id: str, judge: RewardModel | None) -> int:
     """Rescore one stored run (see the module docstring); returns the number of metric rows written."""
+    staged, rows = stage_rescore(store, run_id, judge)
+    staged.commit()
+    return rows
+
+
+def stage_rescore(store: ResultStore, run_id: str, judge: RewardModel | None) -> tuple[StagedRun, int]:
+    """One run's rescored files, written aside (harness.results.store.StagedRun), and the number
+    of metric rows; nothing stored changes until the caller commits."""
     metrics = _read(store.metrics_path(run_id))
     samples = _complete_samples(_read(store.samples_path(run_id)), run_id)
     manifest = store.read_manifest(run_id) or {}
@@ -108,39 +117,51 @@ def rescore_run(store: ResultStore, run_id: str, judge: RewardModel | None) -> i
     history = list(manifest.get("rescored", []))
     history.append({"at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "reward_model": scored.reward_model,
                     "rescored_rewards": judge is not None})
-    store.write_run(run_id, out, samples, {**manifest, "rescored": history})
-    return len(fresh)
+    return store.stage_run(run_id, out, samples, {**manifest, "rescored": history}), len(fresh)
 
 
 def rescore_suite(results_root: Path, suite: str, *, reward_model: str | None = None,
                   log: Callable[[str], Any] = print) -> int:
-    """Rescore every stored run of `suite` that has a samples table; returns how many were."""
+    """Rescore every stored run of `suite` that has a samples table; returns how many were.
+
+    All or nothing, so that a suite is never judged by two reward models: every run is claimed
+    (its lock) and rescored into files written aside first; only when every run has succeeded are
+    they renamed in. A failure part-way deletes what was written aside and changes nothing."""
     store = ResultStore(results_root, suite)
+    store.check_intact()
     run_ids = store.run_ids()
     if not run_ids:
         raise HarnessError(f"{store.folder}: no runs stored; run `harness run suites/{suite}.yaml` first")
+    todo = [r for r in run_ids if store.samples_path(r).exists()]
+    for run_id in sorted(set(run_ids) - set(todo)):
+        log(f"  {run_id}: no samples table stored; skipped")
     judges: dict[tuple[str, float, float], MemoJudge] = {}
-    done = 0
-    for run_id in run_ids:
-        if not store.samples_path(run_id).exists():
-            log(f"  {run_id}: no samples table stored; skipped")
-            continue
-        manifest = store.read_manifest(run_id)
-        judge = None
-        if reward_model is not None:
-            key = (reward_model, *_gold_weights(manifest))
-            if key not in judges:
-                judges[key] = MemoJudge(load_reward_model(reward_model, length_weight=key[1], fluency_weight=key[2],
-                                                          where="--reward-model"))
-            judge = judges[key]
-        lock = store.try_lock(run_id)
-        if lock is None:
-            log(f"  {run_id}: being written by another process; skipped")
-            continue
-        with lock:
-            rows = rescore_run(store, run_id, judge)
-        label = (manifest or {}).get("label", "?")
-        log(f"  {run_id} {label}: {rows} metric rows recomputed"
-            + (f" with reward model {reward_model!r}" if reward_model else ""))
-        done += 1
-    return done
+    locks, staged = [], []
+    try:
+        for run_id in todo:
+            lock = store.try_lock(run_id)
+            if lock is None:
+                raise HarnessError(f"{store.manifest_path(run_id)}: being written by another process; nothing was "
+                                   "rescored, try again when it has finished")
+            locks.append(lock)
+        for run_id in todo:
+            manifest = store.read_manifest(run_id)
+            judge = None
+            if reward_model is not None:
+                key = (reward_model, *_gold_weights(manifest))
+                if key not in judges:
+                    judges[key] = MemoJudge(load_reward_model(reward_model, length_weight=key[1],
+                                                              fluency_weight=key[2], where="--reward-model"))
+                judge = judges[key]
+            run_staged, rows = stage_rescore(store, run_id, judge)
+            staged.append(run_staged)
+            log(f"  {run_id} {(manifest or {}).get('label', '?')}: {rows} metric rows recomputed"
+                + (f" with reward model {reward_model!r}" if reward_model else ""))
+        for run_staged in staged:  # renames only: every file is already written
+            run_staged.commit()
+    finally:
+        for run_staged in staged:
+            run_staged.discard()  # after a commit there is nothing left to discard
+        for lock in locks:
+            lock.release()
+    return len(todo)

@@ -35,6 +35,7 @@ from torch import Tensor
 
 from harness.errors import HarnessError, did_you_mean
 from harness.registry import Registry
+from harness.values import Constraint, coerce, in_range, non_negative, one_of, positive  # noqa: F401 (re-exported)
 
 # What a loss may ask the trainer for, and what each entails. Keep in sync with LossInputs.
 NEEDS: dict[str, str] = {
@@ -122,37 +123,6 @@ class LossOutput:
     losses: Tensor
     metrics: dict[str, Tensor] = field(default_factory=dict)
     state_updates: dict[str, Tensor] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Constraint:
-    """A check on one hyper-parameter value, with the text shown when it fails."""
-
-    check: Callable[[Any], bool]
-    text: str
-
-
-def positive() -> Constraint:
-    return Constraint(lambda v: v > 0, "must be > 0")
-
-
-def non_negative() -> Constraint:
-    return Constraint(lambda v: v >= 0, "must be >= 0")
-
-
-def in_range(low: float, high: float, *, high_open: bool = False, low_open: bool = False) -> Constraint:
-    lo_b, hi_b = ("(" if low_open else "["), (")" if high_open else "]")
-
-    def check(v: float) -> bool:
-        lo_ok = v > low if low_open else v >= low
-        hi_ok = v < high if high_open else v <= high
-        return lo_ok and hi_ok
-
-    return Constraint(check, f"must be in {lo_b}{low}, {high}{hi_b}")
-
-
-def one_of(*choices: str) -> Constraint:
-    return Constraint(lambda v: v in choices, f"must be one of {', '.join(map(repr, choices))}")
 
 
 @dataclass(frozen=True)
@@ -334,38 +304,11 @@ def resolve_hparams(
         if key not in defaults:
             valid = did_you_mean(key, defaults) if defaults else " (it takes no hyper-parameters)"
             raise HarnessError(f"{prefix}{owner} has no hyper-parameter {key!r}{valid}")
-        resolved[key] = _coerce(value, defaults[key], f"{prefix}{short}.{key}")
+        resolved[key] = coerce(value, defaults[key], f"{prefix}{short}.{key}")
     for key, constraint in constraints.items():
         if not constraint.check(resolved[key]):
-            raise HarnessError(f"{prefix}{short}.{key} = {resolved[key]!r} {constraint.text}")
+            raise HarnessError(f"{prefix}{short}.{key} = {resolved[key]!r} {constraint.message(resolved[key])}")
     return resolved
-
-
-def _coerce(value: Any, default: Any, where: str) -> Any:
-    """Give `value` the type of the default (YAML writes 1e-3 as a string, 1 as an int)."""
-    try:
-        if isinstance(default, bool):
-            if isinstance(value, bool):
-                return value
-            raise ValueError
-        if isinstance(default, float):
-            out = float(value)
-            if math.isnan(out):
-                raise ValueError
-            return out
-        if isinstance(default, int):
-            if isinstance(value, bool) or float(value) != int(float(value)):
-                raise ValueError
-            return int(float(value))
-        if isinstance(default, str):
-            if not isinstance(value, str):
-                raise ValueError
-            return value
-    except (TypeError, ValueError):
-        raise HarnessError(
-            f"{where} = {value!r} should be a {type(default).__name__} like the default {default!r}"
-        ) from None
-    return value
 
 
 LOSSES: Registry[LossSpec] = Registry("loss")
@@ -401,6 +344,10 @@ def register_loss(
         loose = [p.name for p in params if p.kind is not p.KEYWORD_ONLY and p.name != "inputs"]
         if loose:
             raise HarnessError(f"loss {name!r}: hyper-parameters must be keyword-only: {loose}")
+        bare = [p.name for p in params if p.kind is p.KEYWORD_ONLY and p.default is p.empty]
+        if bare:  # the suite's defaults come from the signature: a bare one would fail mid-run
+            raise HarnessError(f"loss {name!r}: give `{bare[0]}` a default (hyper-parameters are keyword-only "
+                               f"arguments with the paper's default, e.g. `*, {bare[0]}: float = 0.1`)")
         origin = inspect.getsourcefile(fn) or "?"
         builtin = Path(origin).resolve().is_relative_to(Path(__file__).resolve().parent)
         spec = LossSpec(

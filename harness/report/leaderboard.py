@@ -11,6 +11,7 @@ from urllib.parse import quote
 import pandas as pd
 
 from harness.errors import HarnessError
+from harness.names import is_name
 from harness.rank import HEADLINE_KEYS, format_interval, format_value, leaderboard
 from harness.report.html import Cell, esc, page, table, write_atomic
 from harness.report.suite import SAMPLE_COLUMNS, label, suite_summary, write_suite_report
@@ -22,7 +23,7 @@ def stored_suites(results_root: Path) -> list[str]:
     root = Path(results_root)
     if not root.is_dir():
         return []
-    return sorted(d.name for d in root.iterdir() if d.is_dir() and ResultStore(root, d.name).run_ids())
+    return sorted(d.name for d in root.iterdir() if d.is_dir() and is_name(d.name) and ResultStore(root, d.name).run_ids())
 
 
 def write_leaderboard(results_root: Path, reports_root: Path, *, suite_reports: bool = True) -> Path:

@@ -76,6 +76,7 @@ def write_suite_report(results_root: Path, suite: str, out_path: Path) -> Path:
     """Render the suite's stored results as one self-contained HTML file at `out_path` (written
     atomically) and return that path. A suite with no stored run is a HarnessError."""
     store = ResultStore(results_root, suite)
+    store.check_intact()  # a damaged run would silently lose its card or its rows
     metrics = store.read_metrics()
     if metrics.empty:
         raise HarnessError(

@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from harness.errors import HarnessError
+from harness.names import check_name
 from harness.results.schema import SCHEMA_VERSION, results_schema, samples_schema
 
 TEMP_SUFFIX = ".tmp"
@@ -39,16 +40,13 @@ def _atomic_write_bytes(path: Path, write: Callable[[Path], Any]) -> None:
 
     The temporary name is `.<name>.<pid>.<random>.tmp`: hidden, never matched by `*.parquet`,
     and deleted by whoever next claims the run if this process dies before the rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=TEMP_SUFFIX, dir=path.parent)
-    os.close(fd)
+    staged = StagedRun()
     try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared and read
-        os.replace(tmp, path)
+        staged.add(path, write)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        staged.discard()
         raise
+    staged.commit()
 
 
 def _table(frame: pd.DataFrame, schema: pa.Schema, what: str) -> pa.Table:
@@ -168,20 +166,23 @@ class ResultStore:
 
     def __init__(self, root: Path | str, suite: str):
         self.root = Path(root)
-        self.suite = suite
+        self.suite = check_name(suite, "suite name")  # never a path out of `root`
         self.folder = self.root / suite
 
+    def _path(self, run_id: str, suffix: str) -> Path:
+        return self.folder / f"{check_name(run_id, 'run id')}{suffix}"
+
     def metrics_path(self, run_id: str) -> Path:
-        return self.folder / f"{run_id}.parquet"
+        return self._path(run_id, ".parquet")
 
     def samples_path(self, run_id: str) -> Path:
-        return self.folder / f"{run_id}.samples.parquet"
+        return self._path(run_id, ".samples.parquet")
 
     def manifest_path(self, run_id: str) -> Path:
-        return self.folder / f"{run_id}.json"
+        return self._path(run_id, ".json")
 
     def lock_path(self, run_id: str) -> Path:
-        return self.folder / f"{run_id}.lock"
+        return self._path(run_id, ".lock")
 
     def has_result(self, run_id: str) -> bool:
         return self.metrics_path(run_id).exists()
@@ -193,14 +194,45 @@ class ResultStore:
         _atomic_write_bytes(self.manifest_path(run_id), lambda p: p.write_text(text))
 
     def read_manifest(self, run_id: str) -> dict[str, Any] | None:
+        """The run's manifest, or None when it is missing or damaged (see `damaged`)."""
         path = self.manifest_path(run_id)
         if not path.exists():
             return None
         try:
             value = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             return None
         return value if isinstance(value, dict) else None
+
+    # ---- damage
+
+    def damaged(self) -> list[tuple[Path, str]]:
+        """(path, reason) for every stored file that cannot be read back: a manifest that is not a
+        JSON object, a parquet file whose footer is unreadable (truncated, overwritten). Temporary
+        files and locks are not results and are not checked."""
+        out = []
+        for path in sorted(self.folder.glob("*.json")):
+            if self.read_manifest(path.stem) is None:
+                out.append((path, "not a JSON manifest"))
+        for path in sorted(self.folder.glob("*.parquet")):
+            try:
+                pq.read_metadata(path)
+            except (OSError, pa.ArrowInvalid) as err:
+                out.append((path, f"unreadable parquet: {str(err).splitlines()[0] if str(err) else type(err).__name__}"))
+        return out
+
+    def check_intact(self) -> None:
+        """Raise a one-line HarnessError naming the first damaged file and its repair, if any."""
+        damaged = self.damaged()
+        if damaged:
+            path, reason = damaged[0]
+            more = f" (and {len(damaged) - 1} more; `harness results {self.suite}` lists them)" if len(damaged) > 1 else ""
+            raise HarnessError(f"{path}: damaged stored file ({reason}); {self.repair_hint(path)}{more}")
+
+    def repair_hint(self, path: Path) -> str:
+        """How to repair a damaged file: delete the run's files, and the next run re-runs it."""
+        run_id = path.name.split(".", 1)[0]
+        return f"delete {self.folder / run_id}.* and re-run the suite to run it again"
 
     def read_manifests(self) -> dict[str, dict[str, Any]]:
         """Every readable manifest of the suite, by run id."""
@@ -217,12 +249,27 @@ class ResultStore:
         self, run_id: str, metrics: pd.DataFrame, samples: pd.DataFrame | None, manifest: dict[str, Any]
     ) -> None:
         """Store one finished run: samples, then manifest, then metrics (whose presence means done)."""
+        self.stage_run(run_id, metrics, samples, manifest).commit()
+
+    def stage_run(
+        self, run_id: str, metrics: pd.DataFrame, samples: pd.DataFrame | None, manifest: dict[str, Any]
+    ) -> StagedRun:
+        """Write one run's files aside (temporary names next to the stored ones) without touching
+        what is stored; `commit()` renames them in (renames need no space), `discard()` deletes
+        them. Lets a change of many runs (rescoring) be all or nothing."""
         metrics_table = _table(metrics, results_schema(), "metrics")
-        if samples is not None:
-            samples_table = _table(samples, samples_schema(), "samples")
-            _atomic_write_bytes(self.samples_path(run_id), lambda p: pq.write_table(samples_table, p))
-        self.write_manifest(run_id, manifest)
-        _atomic_write_bytes(self.metrics_path(run_id), lambda p: pq.write_table(metrics_table, p))
+        samples_table = _table(samples, samples_schema(), "samples") if samples is not None else None
+        text = json.dumps(manifest, indent=2, sort_keys=True, default=str)
+        staged = StagedRun()
+        try:
+            if samples_table is not None:
+                staged.add(self.samples_path(run_id), lambda p: pq.write_table(samples_table, p))
+            staged.add(self.manifest_path(run_id), lambda p: p.write_text(text))
+            staged.add(self.metrics_path(run_id), lambda p: pq.write_table(metrics_table, p))
+        except BaseException:
+            staged.discard()
+            raise
+        return staged
 
     # ---- claiming runs
 
@@ -331,17 +378,22 @@ class ResultStore:
 
     def run_statuses(self) -> pd.DataFrame:
         """One row per run the folder knows of (manifest, result or lock): run_id, label, method,
-        seed, status, error, seconds. Status: "ok" (stored), "running" (a live process holds its
-        lock), "failed" (recorded failure, re-run on the next invocation), "interrupted" (its
-        process died mid-run; re-run on the next invocation) or the manifest's own word."""
+        seed, status, error, seconds. Status: "ok" (stored), "damaged" (a file cannot be read back;
+        the error names it and the repair), "running" (a live process holds its lock), "failed"
+        (recorded failure, re-run on the next invocation), "interrupted" (its process died mid-run;
+        re-run on the next invocation) or the manifest's own word."""
         ids = {p.stem for p in self.folder.glob("*.json")} | set(self.run_ids())
         ids |= {p.stem for p in self.folder.glob("*.lock")}
+        damaged = {path.name.split(".", 1)[0]: (path, reason) for path, reason in reversed(self.damaged())}
         rows = []
-        for run_id in sorted(ids):
+        for run_id in sorted(ids | set(damaged)):
             manifest = self.read_manifest(run_id) or {}
             spec = manifest.get("spec") if isinstance(manifest.get("spec"), dict) else {}
             recorded = str(manifest.get("status", "unknown"))
-            if self.has_result(run_id):
+            if run_id in damaged:
+                path, reason = damaged[run_id]
+                status, manifest = "damaged", {**manifest, "error": f"{path.name}: {reason}; {self.repair_hint(path)}"}
+            elif self.has_result(run_id):
                 status = "ok"
             elif self.lock_owner(run_id) is not None:
                 status = "running"
@@ -355,6 +407,32 @@ class ResultStore:
                 "error": str(manifest.get("error", "") or ""), "seconds": manifest.get("seconds"),
             })
         return pd.DataFrame(rows, columns=["run_id", "label", "method", "seed", "status", "error", "seconds"])
+
+
+class StagedRun:
+    """Files written aside under temporary names, each waiting to be renamed over its target, in
+    the order added (a run's metrics last, as their presence means the run is done)."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[Path, Path]] = []  # (temporary, target)
+
+    def add(self, path: Path, write: Callable[[Path], Any]) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=TEMP_SUFFIX, dir=path.parent)
+        os.close(fd)
+        self.pending.append((Path(tmp), path))
+        write(Path(tmp))
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared and read
+
+    def commit(self) -> None:
+        for tmp, path in self.pending:
+            os.replace(tmp, path)
+        self.pending = []
+
+    def discard(self) -> None:
+        for tmp, _ in self.pending:
+            tmp.unlink(missing_ok=True)
+        self.pending = []
 
 
 def _just_created(path: Path, owner: dict[str, Any] | None) -> bool:

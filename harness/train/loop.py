@@ -36,6 +36,13 @@ class NonFiniteLoss(HarnessError):
     """A NaN or inf loss: the run stops and is recorded as failed with the step."""
 
 
+def non_finite_message(loss: LossSpec, value: float, step: int) -> str:
+    """What a NaN or inf loss means and what to try; names a plugin's file (its origin)."""
+    where = "" if loss.origin == "built-in" else f"{loss.origin}: "
+    return (f"{where}loss {loss.name!r} is {value} at step {step}; check its formula for log(0), division by zero "
+            "or exp overflow (use logsigmoid, clamp), or lower train.lr")
+
+
 @dataclass
 class TrainResult:
     accounting: Accounting
@@ -205,7 +212,7 @@ def _optimizer_step(policy, optimizer, indices: list[int], setup: TrainSetup,
         out = setup.loss.fn(loss_inputs_for(setup.loss.needs, ctx), **setup.hparams)
         loss = out.losses.float().mean()
         if not all_finite(loss):
-            raise NonFiniteLoss(f"loss is {loss.item()} at step {step}")
+            raise NonFiniteLoss(non_finite_message(setup.loss, loss.item(), step))
         (loss / parts).backward()
         loss_state.update({k: v.detach() for k, v in out.state_updates.items()})
         for name, value in {"loss": loss, **out.metrics}.items():

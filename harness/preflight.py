@@ -1,0 +1,138 @@
+"""Everything about a suite that can be checked before any run starts, for `harness plan`,
+`harness run` and `harness rank` alike, so that a run never fails half-way on a foreseeable fault.
+
+Cheap checks that import no torch come first (a typo costs well under a second, whichever command
+finds it): the suite's schema (harness.suite, already applied by `load_suite`), the budget's size,
+the results folder (writable, no damaged stored files), local models, datasets and reward models
+that must exist. Then the checks that need the registries: the sandbox's settings, the plugins
+and the methods' hyper-parameters (planning), the reward model's name and the lm-eval tasks.
+What needs the data itself (one full batch of every shape a method trains on) is checked by the
+runner once the data is loaded, still before the first run (harness.runner.check_trainable).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from harness.errors import HarnessError
+from harness.suite import SANDBOX, Suite, check_budget_size
+
+
+def check_suite(suite: Suite, results_root: Path | None = None, *, allow_large_budget: bool = False) -> list:
+    """Validate `suite` as a whole and return its planned runs (harness.plan.RunSpec); raises a
+    one-line HarnessError naming the file and the key for the first problem found."""
+    check_budget_size(suite, allow_large=allow_large_budget)
+    if results_root is not None:
+        check_results_folder(Path(results_root), suite.name)
+    check_model_source(suite.model, f"{suite.where('model')}: model")
+    check_dataset_source(suite.dataset, f"{suite.where('dataset')}: dataset")
+    return check_registered(suite)
+
+
+def check_registered(suite: Suite) -> list:
+    """The checks that import the registries (and so torch): sandbox settings, plugins, methods
+    and hyper-parameters, the reward model and the lm-eval tasks. Returns the planned runs."""
+    from harness.plan import plan_suite
+    from harness.plugins import load_suite_plugins
+
+    if SANDBOX in (suite.model, suite.dataset):
+        from harness.sandbox.world import SandboxConfig
+
+        SandboxConfig.from_dict(suite.sandbox, suite.where("sandbox"))
+    load_suite_plugins(suite)
+    specs = plan_suite(suite)
+    check_reward_model(suite.evaluate.reward_model, f"{suite.where('evaluate.reward_model')}: evaluate.reward_model")
+    if suite.evaluate.lm_eval_tasks:
+        from harness.evaluate.lmeval import check_tasks
+
+        check_tasks(suite.evaluate.lm_eval_tasks, (suite.path.parent / "tasks",), where=f"{suite.where('evaluate.lm_eval_tasks')}: evaluate.lm_eval_tasks")
+    return specs
+
+
+# --------------------------------------------------------------------------- the results folder
+
+
+def check_results_folder(root: Path, suite_name: str) -> None:
+    """The suite's results folder can be written (creating nothing), and holds no damaged files."""
+    folder = root / suite_name
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        raise HarnessError(f"--results {root}: {existing} is a file, not a folder; pass --results with a folder")
+    if not _writable(existing):
+        raise HarnessError(f"--results {root}: {existing} is not writable; fix its permissions or pass "
+                           "--results with a folder you can write")
+    if folder.is_dir():
+        from harness.results import ResultStore
+
+        check_not_damaged(ResultStore(root, suite_name))
+
+
+def _writable(folder: Path) -> bool:
+    """Whether a file can be created in `folder` (tried, then removed: permissions, read-only mounts
+    and ACLs are all answered the same way the run would meet them)."""
+    try:
+        with tempfile.TemporaryFile(dir=folder, prefix=".harness-write-check."):
+            return True
+    except OSError:
+        return False
+
+
+def check_not_damaged(store) -> None:
+    """Refuse a results folder with damaged stored files, naming the first and the repair."""
+    damaged = store.damaged()
+    if damaged:
+        path, reason = damaged[0]
+        more = f" (and {len(damaged) - 1} more damaged files; `harness results` lists them)" if len(damaged) > 1 else ""
+        raise HarnessError(f"{path}: damaged stored file ({reason}); {store.repair_hint(path)}{more}")
+
+
+# --------------------------------------------------------------------------- models and data
+
+
+def check_model_source(name: str, where: str) -> None:
+    """A model named as a local folder must hold a saved model (its config.json); a Hub id is
+    checked when it is fetched (that needs the network or the Hugging Face cache)."""
+    if name == SANDBOX:
+        return
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise HarnessError(f"{where}: folder {name!r} holds no model (no config.json); give a folder written by "
+                               "save_pretrained, or a Hub id")
+        return
+    if path.exists():
+        raise HarnessError(f"{where}: {name!r} is a file; give a model folder or a Hub id (owner/name)")
+    if _looks_local(name):
+        raise HarnessError(f"{where}: no such folder {name!r}; give a model folder or a Hub id (owner/name)")
+
+
+def check_dataset_source(name: str, where: str) -> None:
+    """A dataset named as a local path must exist (a Hub id is checked when it is read)."""
+    if name == SANDBOX:
+        return
+    from harness.data.loading import FILE_SUFFIXES
+
+    if not Path(name).expanduser().exists() and (_looks_local(name) or name.endswith(FILE_SUFFIXES)):
+        raise HarnessError(f"{where}: no such file or folder {name!r}; give a .jsonl/.json/.parquet file, a folder "
+                           "of them, or a Hub id")
+
+
+def check_reward_model(name: str, where: str) -> None:
+    """A registered reward model, a folder holding a saved model, or a Hub id."""
+    from harness.evaluate.reward_models import REWARD_MODELS, load_reward_model
+
+    if name in REWARD_MODELS:
+        return
+    path = Path(name).expanduser()
+    if path.exists() or _looks_local(name):
+        check_model_source(name, where)
+        return
+    if name.count("/") != 1:  # not owner/name: unknown everywhere; the loader's message says so
+        load_reward_model(name, where=where)
+
+
+def _looks_local(name: str) -> bool:
+    """A path rather than a Hub id (owner/name)."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
