@@ -89,8 +89,9 @@ def coerce(value: Any, default: Any, where: str) -> Any:
                 raise ValueError
             return value
     except (TypeError, ValueError, OverflowError):
-        kind = type(default).__name__
-        raise HarnessError(f"{where} = {value!r} should be a {kind} like the default {default!r}") from None
+        kind = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}.get(
+            type(default).__name__, f"a {type(default).__name__}")
+        raise HarnessError(f"{where} = {value!r} should be {kind} like the default {default!r}") from None
     return value
 
 

@@ -136,3 +136,28 @@ def test_samples_stored_before_the_new_columns_are_rescored(stored):
     keys = _keys(pd.read_parquet(store.metrics_path(run_id)))
     assert "entropy/token_entropy" not in keys and "win_rate/win_rate_vs_chosen" not in keys
     assert {"win_rate/win_rate_vs_start", "kl/kl_k3", "diversity/distinct_2"} <= keys
+
+
+def test_rescoring_is_all_or_nothing(stored, capsys, monkeypatch):
+    """A judge that fails on the second run leaves every run as it was (no run judged by a second
+    model), no temporary file and no lock; the fault is one line and exit status 1."""
+    import harness.evaluate.rescore as rescore
+
+    root, store = stored
+    folder = root / "results" / "tiny_rescore"
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    calls = []
+
+    def failing(samples, judge):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return original(samples, judge)
+
+    original = rescore.rescored
+    monkeypatch.setattr(rescore, "rescored", failing)
+    assert main(["evaluate", "tiny_rescore", "--rescore", "--reward-model", "gold", "--no-report", *store]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "No space left on device" in err
+    assert len(calls) == 2
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before

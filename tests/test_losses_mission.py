@@ -376,7 +376,7 @@ def test_sdpo_segment_over_whole_completions_is_dpo():
         ("tdpo2", {"betta": 0.1}, "has no hyper-parameter 'betta' (did you mean 'beta'?)"),
         ("kto", {"desirable_wieght": 1.0}, "did you mean 'desirable_weight'"),
         ("dpop", {"lambda": 5}, "did you mean 'lambda_'"),
-        ("rdpo", {"epsilon": "a lot"}, "should be a float"),
+        ("rdpo", {"epsilon": "a lot"}, "should be a number"),
     ],
 )
 def test_invalid_hyperparameters(name, hparams, message):

@@ -142,6 +142,7 @@ def _offline_cache_miss(repo_id, **_):
     ("scores_method", "needs 'scores'"),
     ("hub_model", "cannot be fetched from the Hub"),
     ("one_file", "gives the same rows for data.train_split 'train' and data.eval_split 'test'"),
+    ("one_batch_short", "train.batch_size = 4 is more than the 3 paired examples"),
 ])
 def test_bad_real_suites_get_one_line_errors(world, harness_cache, capsys, monkeypatch, case, expected):
     model, data, reward, methods = world["model"], world["data"], str(world["reward"]), "[dpo]"
@@ -158,11 +159,14 @@ def test_bad_real_suites_get_one_line_errors(world, harness_cache, capsys, monke
         monkeypatch.setattr(huggingface_hub, "snapshot_download", _offline_cache_miss)  # never the network
     elif case == "one_file":
         data = world["data"] / "train.jsonl"
+    elif case == "one_batch_short":  # refused before the start model is evaluated and stored
+        data = save_pairs(world["root"] / "few", train=3)
     suite = write_suite(world["root"] / f"{case}.yaml", model, data, reward, methods)
     code = main(["run", str(suite), "--results", str(world["root"] / f"results-{case}"),
                  "--reports", str(world["root"] / f"reports-{case}")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and expected in err and len(err.splitlines()) == 1, err
+    assert not list((world["root"] / f"results-{case}").rglob("*.json")), "a run started"
 
 
 def test_a_hub_model_is_fetched_as_safetensors_or_else_with_its_bin_weights(tmp_path, monkeypatch):
