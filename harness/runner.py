@@ -221,8 +221,14 @@ def run_suite(suite: Suite, results_root: Path, *, log=print) -> SuiteOutcome:
 def check_trainable(spec: RunSpec, suite: Suite, world: World) -> None:
     """A training run's data holds what its method needs and at least one full batch (else it
     would train zero steps or divide by zero mid-run); HarnessError naming the key to change."""
-    if spec.trains:
-        _method_run(spec, suite, world, with_reference_cache=False)
+    if not spec.trains:
+        return
+    method = _method_run(spec, suite, world, with_reference_cache=False)
+    if method.data_shape == "sft":  # the regime reads demonstrations too (SPIN)
+        try:
+            world.rows("sft")
+        except HarnessError as err:
+            raise HarnessError(f"{suite.where('methods')}: method {spec.method!r}: {err}") from None
 
 
 def run_one(spec: RunSpec, suite: Suite, world: World, store: ResultStore, *, log=print) -> RunOutcome:
