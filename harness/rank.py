@@ -1,7 +1,9 @@
-"""Statistics for ranking: per-entry aggregates over seeds, CI-aware ranks, the reward-vs-KL frontier.
+"""Statistics for ranking: per-entry aggregates over seeds, ranks the paired tests support, the
+reward-vs-KL frontier and the KL budget.
 
 Reads the long-format results frame (harness.results.schema) and returns plain pandas frames.
-pandas, numpy and scipy only: never torch (reports are rendered on machines without it).
+pandas, numpy and scipy (and the `alpaca-eval` package for the length-controlled win rate) only:
+never torch (reports are rendered on machines without it).
 
 Vocabulary:
 - a *metric key* is "evaluator/metric", e.g. "win_rate/win_rate_vs_start";
@@ -11,32 +13,31 @@ Vocabulary:
 - the start model (method "start") is an entry like any other, a baseline for the rest.
 
 The statistics (documented once here, referred to from the functions below):
-- CI over seeds: with one seed, that run's own 95% CI (the evaluator's CI over prompts; if it is
-  missing, value ± 1.96·stderr; if that is missing too, the point itself). With k ≥ 2 seeds, a
-  Student t-interval over the k per-seed means: mean ± t(0.975, k−1) · sd / √k, seeds as blocks.
-  Each seed's mean already contains its own prompt-sampling noise, so the spread over seeds covers
-  both sources of variance. (A bootstrap over 2–5 seeds would be far too narrow.)
-- Tie rule: on one metric, an entry's rank is 1 + the number of entries whose CI lies entirely on
-  the better side of its own CI (for higher-is-better: their ci_low > its ci_high). Entries whose
-  CIs overlap never outrank each other, so they share a rank, as in a competition ranking.
-- Aggregate rank: the mean of those per-metric ranks over the ranked metrics. By default these are
-  the headline metrics with higher_is_better True (the goals: win rate, gold reward). Costs with
-  higher_is_better False (KL, length) are shown but not ranked: KL is the x axis of the frontier.
+- KL: the exact per-token KL along the policy's samples (`kl/kl_token_exact`) wherever it was
+  computed: it has no within-sequence sampling noise and the smallest standard error; the k3 and
+  k1 Monte-Carlo estimates are secondary columns (k3 is the KL only where the exact one is missing).
+- Intervals over seeds and prompts (`harness.intervals.crossed_interval`): where the per-sample
+  tables are stored, each run's per-prompt means form a seeds × prompts table (the seeds share the
+  prompts), and the 95% interval is a t interval with the crossed random-effects variance
+  σ_s²/K + σ_g²/P + σ_e²/(KP) (ANOVA mean squares, Satterthwaite df). It covers the population
+  mean over seeds and prompts; with one seed, the population of prompts for that checkpoint.
+  Without samples: a t interval over the per-seed means ("t over seeds": these prompts, seeds
+  varying), or with one seed the run's own CI.
+- Length-controlled win rate (`harness.length_control`): AlpacaEval 2.0's GLM from the
+  `alpaca-eval` package, the suite's runs as the leaderboard's models and the per-instruction
+  difficulty fitted jointly across them; bootstrap CI over prompts (seeds fixed).
+- Paired comparisons (`paired_tests`): two entries on the same prompts, compared as methods:
+  the difference of their means over seeds and prompts, with a variance that contains both
+  entries' seed variance and the per-prompt variance of the difference
+  (`harness.intervals.method_difference`; Welch–Satterthwaite t test and interval). Differences
+  within a relative 1e-9 count as zero. p-values are Holm-corrected over all pairs (`holm`).
+- Ranks (`leaderboard`): only entries within the KL budget (exact KL ≤ `kl_budget` nats, default
+  DEFAULT_KL_BUDGET) are ranked, on the suite's reward. Ranks are tiers: every entry of a tier
+  has a significantly higher reward than every entry of every lower tier (paired tests after
+  Holm; without samples, non-overlapping 95% CIs), and entries the tests cannot separate share a
+  tier (`harness.intervals.tiers`). Entries over the budget are shown, not ranked.
 - Pareto frontier: an entry is on it when no other entry has at least as much reward for at most
   as much KL and is strictly better on one of the two.
-
-With the per-sample tables (`<run_id>.samples.parquet`, passed as `samples`), more is possible:
-- CI over seeds and prompts: a two-level bootstrap (`bootstrap_seeds_prompts`). Each resample
-  draws k seeds with replacement from the entry's k seeds, then, within each drawn seed, its P
-  per-prompt means with replacement; the statistic is the mean over the drawn seeds; the interval
-  is the 2.5% and 97.5% percentiles over 2000 resamples. With one seed it is the bootstrap over
-  prompts. It replaces the t-interval for the metrics that can be recomputed from samples (win
-  rate, gold reward, KL, length). Caveat: with 2–3 seeds the seed level has few distinct
-  resamples, so the interval is narrower than the t-interval's; report several seeds.
-- Paired comparisons (`paired_tests`): two entries are compared on the same prompts. Per prompt,
-  each entry's value is its mean gold reward over seeds and samples; the difference per prompt is
-  tested with the Wilcoxon signed-rank test (two-sided, zero differences dropped) and its mean
-  gets a paired bootstrap 95% CI over prompts. p-values are Holm-corrected over all pairs (`holm`).
 - Win-rate matrix (`win_rate_matrix`): on each prompt, every sample of A (all seeds) against every
   sample of B by gold reward, a win 1, a tie ½; the mean over pairs of samples, then over prompts.
   W[A, B] + W[B, A] = 1.
@@ -51,26 +52,50 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from harness.intervals import crossed_interval, method_difference, tiers
+
 WIN_RATE = "win_rate/win_rate_vs_start"
+LC_WIN_RATE = "win_rate/length_controlled_vs_start"  # AlpacaEval 2.0's GLM across the suite's runs
 REWARD = "gold_reward/reward_mean"  # the sandbox's exact reward
 JUDGE_REWARD = "reward_model/reward_mean"  # a real suite's reward model (evaluate.reward_model)
-KL = "kl/kl_k3"
-HEADLINE_KEYS = (WIN_RATE, REWARD, JUDGE_REWARD, KL)  # every key a headline column can show
+KL_EXACT = "kl/kl_token_exact"
+KL_K3 = "kl/kl_k3"
+KL_K1 = "kl/kl_k1"
+KL = KL_EXACT  # the headline KL wherever it was computed (`kl_key`)
+# every key a headline column can show, in column order
+HEADLINE_KEYS = (REWARD, JUDGE_REWARD, LC_WIN_RATE, WIN_RATE, KL_EXACT, KL_K3, KL_K1)
 START_METHOD = "start"
 COMPUTE_COLUMNS = ("flops_total", "flops_reference", "optimizer_steps", "train_seconds")
 CONFIDENCE = 0.95
+DEFAULT_KL_BUDGET = 10.0  # nats: the ranked entries' exact KL to the reference at most this
+ZERO_TOLERANCE = 1e-9  # relative: differences below it are float-order noise, counted as 0
+
+
+def _keys(metrics: pd.DataFrame) -> set[str]:
+    if not len(metrics):
+        return set()
+    return set(metrics["evaluator"].astype(str) + "/" + metrics["metric"].astype(str))
 
 
 def reward_key(metrics: pd.DataFrame) -> str:
     """The suite's reward metric: the gold reward where it was measured (the sandbox), else the
     reward model's mean score."""
-    keys = set(metrics["evaluator"].astype(str) + "/" + metrics["metric"].astype(str)) if len(metrics) else set()
+    keys = _keys(metrics)
     return JUDGE_REWARD if JUDGE_REWARD in keys and REWARD not in keys else REWARD
 
 
-def headline_of(metrics: pd.DataFrame) -> tuple[str, str, str]:
-    """The headline metrics of a suite's results: win rate, its reward metric, KL."""
-    return (WIN_RATE, reward_key(metrics), KL)
+def kl_key(metrics: pd.DataFrame) -> str:
+    """The suite's headline KL: the exact per-token KL where it was computed, else k3."""
+    rows = metrics[(metrics["evaluator"].astype(str) + "/" + metrics["metric"].astype(str)) == KL_EXACT] \
+        if len(metrics) else metrics
+    return KL_EXACT if len(rows) and rows["value"].notna().any() else KL_K3
+
+
+def headline_of(metrics: pd.DataFrame) -> tuple[str, ...]:
+    """The headline metrics of a suite's results: its reward, the win rate, the headline KL, then
+    the other KL estimators (secondary columns)."""
+    kl = kl_key(metrics)
+    return (reward_key(metrics), WIN_RATE, kl, *[k for k in (KL_K3, KL_K1) if k != kl and k in _keys(metrics)])
 
 
 def metric_key(evaluator: str, metric: str) -> str:
@@ -170,20 +195,6 @@ def _own_interval(value, keep, ci_lows, ci_highs, stderrs, confidence) -> tuple[
     return (float(value), float(value))
 
 
-def ci_rank(ci_low: Sequence[float], ci_high: Sequence[float], higher_is_better: bool = True) -> np.ndarray:
-    """Per-entry rank on one metric: 1 + the number of entries whose CI lies entirely on the better
-    side of this entry's CI (overlapping CIs are ties). NaN where the entry has no interval."""
-    lo = np.asarray(ci_low, dtype=float)
-    hi = np.asarray(ci_high, dtype=float)
-    if higher_is_better:
-        better = lo[None, :] > hi[:, None]  # better[i, j]: entry j entirely above entry i
-    else:
-        better = hi[None, :] < lo[:, None]
-    ranks = 1.0 + better.sum(axis=1)
-    ranks[np.isnan(lo) | np.isnan(hi)] = np.nan
-    return ranks
-
-
 def pareto_frontier(df: pd.DataFrame, x: str = KL, y: str = REWARD, entry: str = "entry") -> set[str]:
     """Entries not dominated on (low x, high y): no other entry has x' ≤ x and y' ≥ y with one of
     the two strict. With the defaults: the reward-vs-KL frontier of a leaderboard. Rows with a
@@ -206,13 +217,6 @@ def higher_is_better(metrics: pd.DataFrame) -> dict[str, bool | None]:
     return out
 
 
-def ranked_metrics(metrics: pd.DataFrame, headline: Sequence[str] | None = None) -> list[str]:
-    """The headline metrics (default `headline_of`) that enter the aggregate rank: those stored
-    with higher_is_better True."""
-    direction = higher_is_better(metrics)
-    return [key for key in headline or headline_of(metrics) if direction.get(key) is True]
-
-
 def _run_table(metrics: pd.DataFrame) -> pd.DataFrame:
     """One row per run: entry, method, hparams, seed and the compute columns."""
     labelled = label_entries(metrics)
@@ -225,44 +229,50 @@ def _run_table(metrics: pd.DataFrame) -> pd.DataFrame:
 def leaderboard(
     metrics: pd.DataFrame,
     headline: Sequence[str] | None = None,
-    rank_by: Sequence[str] | None = None,
+    rank: bool = True,
     samples: pd.DataFrame | None = None,
-    resamples: int = 2000,
+    resamples: int = 1000,
     seed: int = 0,
+    kl_budget: float = DEFAULT_KL_BUDGET,
 ) -> pd.DataFrame:
     """One row per entry (method, hparams), aggregated over seeds, best first.
 
-    Columns: entry, method, hparams, is_start, n_seeds; for each headline (and rank_by) key K:
-    K (mean over seeds), "K:ci_low", "K:ci_high" (95%), "K:ci_kind" and, for ranked keys,
-    "K:rank" (`ci_rank`);
-    the compute columns (mean over seeds); rank (mean of the per-metric ranks over `rank_by`,
-    default `ranked_metrics`). Sorted by rank, then by the first headline metric (best first).
-
-    The interval is the two-level bootstrap over seeds and prompts ("seeds×prompts bootstrap")
-    where `samples` holds every seed's samples and K can be recomputed from them
-    (SAMPLE_METRICS), else `seed_interval` ("t over seeds" or, with one seed, "run CI").
+    Columns: entry, method, hparams, is_start, n_seeds; for each headline key K (default
+    `headline_of`, plus LC_WIN_RATE when `samples` hold the completion lengths): K (mean over
+    seeds), "K:ci_low", "K:ci_high" (95%), "K:ci_kind"; the compute columns (mean over seeds);
+    frontier (on the reward-vs-KL Pareto frontier), within_budget (KL ≤ kl_budget, or no KL
+    measured), rank (the tier rank on the suite's reward, see the module docstring; NaN over the
+    budget or with `rank` False), rank_basis ("paired tests" or "CI overlap"), beats and beaten_by
+    (how many ranked entries it is significantly better / worse than on the reward).
+    Sorted: ranked entries by rank and reward, then the rest by reward.
     """
     runs = _run_table(metrics)
     if runs.empty:
         return pd.DataFrame(columns=["entry", "method", "hparams", "is_start", "n_seeds", "rank"])
-    headline = headline or headline_of(metrics)
+    with_lc = headline is None or LC_WIN_RATE in headline
+    headline = list(headline or headline_of(metrics))
+    reward, kl = reward_key(metrics), kl_key(metrics)
     evals = final_eval(metrics).merge(runs[["run_id", "entry"]], on="run_id")
-    direction = higher_is_better(metrics)
-    ranked = list(rank_by) if rank_by is not None else ranked_metrics(metrics, headline)
     board = _entry_table(runs)
     prompts = per_prompt_values(samples, metrics) if samples is not None and len(samples) else None
-    for key in dict.fromkeys([*headline, *ranked]):
+    keys = list(dict.fromkeys([*headline, reward, kl] if rank else headline))
+    for key in keys:
+        if key == LC_WIN_RATE:
+            continue
         board = board.merge(_metric_intervals(evals[evals["key"] == key], key), on="entry", how="left")
         if prompts is not None and key in SAMPLE_METRICS:
-            board = _bootstrap_intervals(board, runs, prompts, key, resamples, seed)
+            board = _crossed_intervals(board, runs, prompts, key)
         for suffix in ("", ":ci_low", ":ci_high"):
             board[key + suffix] = board[key + suffix].astype(float)
-    for key in ranked:
-        board[key + ":rank"] = ci_rank(board[key + ":ci_low"], board[key + ":ci_high"],
-                                       direction.get(key) is not False)
-    rank_columns = [key + ":rank" for key in ranked]
-    board["rank"] = board[rank_columns].mean(axis=1, skipna=True) if rank_columns else np.nan
-    return _sort_board(board, headline[0] if headline else None, direction)
+    if with_lc:
+        board = _length_controlled(board, runs, samples, resamples, seed)
+    board["frontier"] = board["entry"].isin(pareto_frontier(board, x=kl, y=reward)) if kl in board else False
+    kl_values = board[kl] if kl in board else pd.Series(np.nan, index=board.index)
+    board["within_budget"] = ~(kl_values > kl_budget)
+    board["rank"], board["rank_basis"], board["beats"], board["beaten_by"] = np.nan, "", np.nan, np.nan
+    if rank and reward in board:
+        board = _tier_ranks(board, metrics, samples, reward)
+    return _sort_board(board, reward)
 
 
 def _entry_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -284,37 +294,88 @@ def _metric_intervals(rows: pd.DataFrame, key: str) -> pd.DataFrame:
     out = []
     for entry, group in rows.groupby("entry", sort=False):
         mean, lo, hi = seed_interval(group["value"], group["ci_low"], group["ci_high"], group["stderr"])
-        kind = "t over seeds" if group["value"].notna().sum() > 1 else "run CI"
+        kind = "t over seeds (these prompts)" if group["value"].notna().sum() > 1 else "run CI"
         out.append({"entry": entry, key: mean, key + ":ci_low": lo, key + ":ci_high": hi, key + ":ci_kind": kind})
     return pd.DataFrame(out, columns=["entry", key, key + ":ci_low", key + ":ci_high", key + ":ci_kind"])
 
 
-def _bootstrap_intervals(board: pd.DataFrame, runs: pd.DataFrame, prompts: pd.DataFrame, key: str,
-                         resamples: int, seed: int) -> pd.DataFrame:
-    """Replace the CI of `key` by the two-level bootstrap for entries whose every run has samples."""
-    rows = prompts[prompts["key"] == key]
-    with_samples = set(rows["run_id"])
+def seeds_by_prompts(prompts: pd.DataFrame, run_ids: Sequence[str], key: str) -> np.ndarray:
+    """An entry's (seeds, prompts) table of per-prompt values of `key`: one row per run, the
+    prompts every run was evaluated on (columns sorted by prompt id). Empty when a run is missing."""
+    rows = prompts[(prompts["key"] == key) & prompts["run_id"].isin(list(run_ids))]
+    table = rows.pivot_table(index="run_id", columns="prompt_id", values="value", aggfunc="mean")
+    if len(table) < len(set(run_ids)):
+        return np.empty((0, 0))
+    return table.dropna(axis=1).to_numpy(float)
+
+
+def _crossed_intervals(board: pd.DataFrame, runs: pd.DataFrame, prompts: pd.DataFrame, key: str) -> pd.DataFrame:
+    """Replace the CI of `key` by the seeds × prompts interval (`crossed_interval`) for entries
+    whose every run has samples."""
     board = board.copy()
     for index, entry in board["entry"].items():
-        run_ids = list(runs.loc[runs["entry"] == entry, "run_id"])
-        if not run_ids or not set(run_ids) <= with_samples or pd.isna(board.at[index, key]):
+        table = seeds_by_prompts(prompts, runs.loc[runs["entry"] == entry, "run_id"], key)
+        if table.size == 0 or table.shape[1] < 2 or pd.isna(board.at[index, key]):
             continue
-        mine = rows[rows["run_id"].isin(run_ids)]
-        groups = [g["value"].to_numpy(float) for _, g in mine.groupby("run_id", sort=True)]
-        _, lo, hi = bootstrap_seeds_prompts(groups, resamples=resamples, seed=seed)
-        board.at[index, key + ":ci_low"], board.at[index, key + ":ci_high"] = lo, hi
-        board.at[index, key + ":ci_kind"] = "seeds×prompts bootstrap"
+        mean, lo, hi = (float(v) for v in crossed_interval(table))
+        board.at[index, key], board.at[index, key + ":ci_low"], board.at[index, key + ":ci_high"] = mean, lo, hi
+        board.at[index, key + ":ci_kind"] = ("seeds × prompts (crossed t)" if table.shape[0] > 1
+                                             else "prompts (one seed, t)")
     return board
 
 
-def _sort_board(board: pd.DataFrame, first: str | None, direction: dict[str, bool | None]) -> pd.DataFrame:
-    """Best first: by aggregate rank, then by the first headline metric in its better direction."""
-    by, ascending = ["rank"], [True]
-    if first is not None and first in board.columns:
-        by.append(first)
-        ascending.append(direction.get(first) is False)
-    by.append("entry")
-    ascending.append(True)
+def _length_controlled(board: pd.DataFrame, runs: pd.DataFrame, samples: pd.DataFrame | None,
+                       resamples: int, seed: int) -> pd.DataFrame:
+    """Add the LC_WIN_RATE columns (`harness.length_control`) when the samples carry the outcome
+    against the start model and both completions' texts."""
+    needed = {"run_id", "prompt_id", "outcome", "completion", "baseline_completion"}
+    if samples is None or not needed <= set(samples.columns):
+        return board
+    rows = samples[samples["run_id"].isin(runs["run_id"])].dropna(subset=["outcome"])
+    if rows.empty:
+        return board
+    from harness.length_control import length_controlled_table
+
+    comparisons = rows[["run_id", "prompt_id", "outcome"]].copy()
+    comparisons["policy_length"] = rows["completion"].astype(str).str.len()
+    comparisons["baseline_length"] = rows["baseline_completion"].astype(str).str.len()
+    entries = {e: list(g) for e, g in runs.groupby("entry", sort=False)["run_id"]}
+    table = length_controlled_table(comparisons, entries, resamples=resamples, seed=seed)
+    table = table.rename(columns={"value": LC_WIN_RATE, "ci_low": LC_WIN_RATE + ":ci_low",
+                                  "ci_high": LC_WIN_RATE + ":ci_high"})
+    table[LC_WIN_RATE + ":ci_kind"] = "prompt bootstrap (seeds fixed)"
+    return board.merge(table, on="entry", how="left")
+
+
+def _tier_ranks(board: pd.DataFrame, metrics: pd.DataFrame, samples: pd.DataFrame | None,
+                reward: str) -> pd.DataFrame:
+    """Tier ranks on `reward` among the entries within the KL budget (see the module docstring)."""
+    board = board.copy()
+    ranked = board[board["within_budget"] & board[reward].notna()].sort_values(
+        [reward, "entry"], ascending=[False, True])
+    if ranked.empty:
+        return board
+    entries = list(ranked["entry"])
+    tests = paired_tests(metrics, samples, key=reward, order=entries) if samples is not None and len(samples) else None
+    if tests is not None and set(tests["a"]) | set(tests["b"]) >= set(entries) and len(entries) > 1:
+        significant = {(t.a, t.b): bool(t.significant) and t.diff > 0 for t in tests.itertuples()}
+        better = np.array([[significant.get((a, b), False) for b in entries] for a in entries])
+        basis = "paired tests"
+    else:
+        lo, hi = ranked[reward + ":ci_low"].to_numpy(float), ranked[reward + ":ci_high"].to_numpy(float)
+        better = lo[:, None] > hi[None, :]  # better[i, j]: i's CI entirely above j's
+        basis = "CI overlap"
+    board.loc[ranked.index, "rank"] = tiers(better)
+    board.loc[ranked.index, "rank_basis"] = basis
+    board.loc[ranked.index, "beats"] = better.sum(axis=1)
+    board.loc[ranked.index, "beaten_by"] = better.sum(axis=0)
+    return board
+
+
+def _sort_board(board: pd.DataFrame, reward: str) -> pd.DataFrame:
+    """Best first: ranked entries by rank then reward, then the unranked by reward."""
+    by = ["rank", reward, "entry"] if reward in board else ["rank", "entry"]
+    ascending = [True, False, True] if reward in board else [True, True]
     return board.sort_values(by, ascending=ascending, na_position="last", kind="stable").reset_index(drop=True)
 
 
@@ -343,7 +404,9 @@ def format_leaderboard(board: pd.DataFrame, headline: Sequence[str] = HEADLINE_K
     """The leaderboard as a plain-text table (for `harness rank`)."""
     rows = []
     for _, r in board.iterrows():
-        row = {"rank": format_value(r["rank"]), "entry": r["entry"], "seeds": str(r["n_seeds"])}
+        rank = format_value(r["rank"]) if r.get("within_budget", True) else "over KL budget"
+        row = {"rank": rank, "entry": r["entry"] + (" ◆" if r.get("frontier") is True else ""),
+               "seeds": str(r["n_seeds"])}
         for key in headline:
             if key in board.columns:
                 row[key] = format_interval(r[key], r[key + ":ci_low"], r[key + ":ci_high"])
@@ -409,37 +472,6 @@ def per_prompt_values(samples: pd.DataFrame, metrics: pd.DataFrame, keys: Sequen
     return pd.concat(out, ignore_index=True)[columns] if out else pd.DataFrame(columns=columns)
 
 
-def bootstrap_seeds_prompts(
-    groups: Sequence[Sequence[float]], resamples: int = 2000, seed: int = 0, confidence: float = CONFIDENCE
-) -> tuple[float, float, float]:
-    """(mean, ci_low, ci_high): two-level bootstrap of the mean over seeds of per-prompt means.
-
-    groups: one array of per-prompt values per seed. The point is the mean over seeds of each
-    seed's mean. Each of `resamples` resamples draws k seeds with replacement and, within each
-    drawn seed, its prompts with replacement; the interval is the percentile interval of the
-    resampled means. NaN values are dropped; (nan, nan, nan) when nothing is left."""
-    arrays = [np.asarray(g, dtype=float) for g in groups]
-    arrays = [a[~np.isnan(a)] for a in arrays]
-    arrays = [a for a in arrays if a.size]
-    if not arrays:
-        return (np.nan, np.nan, np.nan)
-    point = float(np.mean([a.mean() for a in arrays]))
-    rng = np.random.default_rng(seed)
-    k = len(arrays)
-    picks = rng.integers(0, k, size=(resamples, k))  # which seed fills each slot of each resample
-    means = np.empty((resamples, k))
-    for g, values in enumerate(arrays):
-        slots = picks == g
-        count = int(slots.sum())
-        if count:
-            idx = rng.integers(0, values.size, size=(count, values.size))
-            means[slots] = values[idx].mean(axis=1)
-    stat = means.mean(axis=1)
-    alpha = 1.0 - confidence
-    lo, hi = np.quantile(stat, [alpha / 2, 1 - alpha / 2])
-    return (point, float(lo), float(hi))
-
-
 def holm(pvalues: Sequence[float]) -> np.ndarray:
     """Holm–Bonferroni adjusted p-values (step-down; controls the family-wise error rate).
 
@@ -460,74 +492,53 @@ def holm(pvalues: Sequence[float]) -> np.ndarray:
     return out
 
 
-def _entry_prompt_means(prompts: pd.DataFrame, key: str) -> pd.DataFrame:
-    """prompt_id × entry: the entry's per-prompt value averaged over its seeds."""
-    rows = prompts[prompts["key"] == key]
-    return rows.pivot_table(index="prompt_id", columns="entry", values="value", aggfunc="mean")
-
-
 def paired_tests(
     metrics: pd.DataFrame,
     samples: pd.DataFrame,
     key: str | None = None,
     order: Sequence[str] | None = None,
-    resamples: int = 2000,
-    seed: int = 0,
     alpha: float = 0.05,
 ) -> pd.DataFrame:
-    """Every pair of entries compared on `key` (default: the suite's reward, `reward_key`) over the
-    prompts both were evaluated on (see the module docstring). One row per pair (a before b in `order`, default best mean first): a, b, key,
-    n_prompts, mean_a, mean_b, diff (mean of a − b per prompt), diff_ci_low, diff_ci_high (paired
-    bootstrap over prompts), statistic and p_value (Wilcoxon signed-rank, two-sided), p_holm
-    (Holm over all rows), significant (p_holm < alpha)."""
-    columns = ["a", "b", "key", "n_prompts", "mean_a", "mean_b", "diff", "diff_ci_low", "diff_ci_high",
-               "statistic", "p_value", "p_holm", "significant"]
+    """Every pair of entries compared as methods on `key` (default: the suite's reward,
+    `reward_key`) over the prompts all their runs were evaluated on (see the module docstring).
+    One row per pair (a before b in `order`, default best mean first): a, b, key, n_prompts,
+    seeds_a, seeds_b, mean_a, mean_b, diff (a − b, mean over seeds and prompts), diff_ci_low,
+    diff_ci_high (95% t interval), statistic (t), df, p_value (two-sided), p_holm (Holm over all
+    rows), significant (p_holm < alpha), seed_variance ("both", "a", "b" or "none": which sides
+    had ≥ 2 seeds, i.e. whose seed variance entered; with "none" the test compares checkpoints)."""
+    columns = ["a", "b", "key", "n_prompts", "seeds_a", "seeds_b", "mean_a", "mean_b", "diff", "diff_ci_low",
+               "diff_ci_high", "statistic", "df", "p_value", "p_holm", "significant", "seed_variance"]
     key = key or reward_key(metrics)
     prompts = per_prompt_values(samples, metrics, [key])
-    table = _entry_prompt_means(prompts, key) if len(prompts) else pd.DataFrame()
-    entries = list(table.columns)
+    runs = _run_table(metrics)
+    if prompts.empty:
+        return pd.DataFrame(columns=columns)
+    wide = prompts.pivot_table(index="run_id", columns="prompt_id", values="value", aggfunc="mean")
+    by_entry = {e: [r for r in ids if r in wide.index] for e, ids in runs.groupby("entry", sort=False)["run_id"]}
+    tables = {e: wide.loc[ids] for e, ids in by_entry.items() if ids}
+    entries = list(tables)
+    means = {e: float(np.nanmean(t.to_numpy(float))) for e, t in tables.items()}
     if order is not None:
-        entries = [e for e in order if e in table.columns] + [e for e in entries if e not in order]
+        entries = [e for e in order if e in tables] + [e for e in entries if e not in order]
     else:
-        entries = sorted(entries, key=lambda e: (-table[e].mean(), str(e)))
-    rng = np.random.default_rng(seed)
+        entries = sorted(entries, key=lambda e: (-means[e], str(e)))
     rows = []
     for i, a in enumerate(entries):
         for b in entries[i + 1:]:
-            both = table[[a, b]].dropna()
-            d = (both[a] - both[b]).to_numpy(float)
-            rows.append({"a": a, "b": b, "key": key, "n_prompts": int(d.size),
-                         "mean_a": float(both[a].mean()) if d.size else np.nan,
-                         "mean_b": float(both[b].mean()) if d.size else np.nan,
-                         "diff": float(d.mean()) if d.size else np.nan,
-                         **_paired_bootstrap(d, resamples, rng), **_wilcoxon(d)})
+            both = pd.concat([tables[a], tables[b]]).dropna(axis=1)
+            ta, tb = both.iloc[:len(tables[a])].to_numpy(float), both.iloc[len(tables[a]):].to_numpy(float)
+            result = method_difference(ta, tb, tolerance=ZERO_TOLERANCE)
+            sides = {"a": ta.shape[0] > 1, "b": tb.shape[0] > 1}
+            rows.append({"a": a, "b": b, "key": key, "n_prompts": int(both.shape[1]),
+                         "seeds_a": ta.shape[0], "seeds_b": tb.shape[0],
+                         "mean_a": float(ta.mean()) if ta.size else np.nan,
+                         "mean_b": float(tb.mean()) if tb.size else np.nan, **result,
+                         "seed_variance": "both" if all(sides.values()) else
+                         next((s for s, v in sides.items() if v), "none")})
     frame = pd.DataFrame(rows, columns=[c for c in columns if c not in ("p_holm", "significant")])
     frame["p_holm"] = holm(frame["p_value"]) if len(frame) else []
     frame["significant"] = frame["p_holm"] < alpha
     return frame[columns]
-
-
-def _paired_bootstrap(d: np.ndarray, resamples: int, rng: np.random.Generator) -> dict[str, float]:
-    if d.size == 0:
-        return {"diff_ci_low": np.nan, "diff_ci_high": np.nan}
-    means = d[rng.integers(0, d.size, size=(resamples, d.size))].mean(axis=1)
-    lo, hi = np.quantile(means, [(1 - CONFIDENCE) / 2, 1 - (1 - CONFIDENCE) / 2])
-    return {"diff_ci_low": float(lo), "diff_ci_high": float(hi)}
-
-
-def _wilcoxon(d: np.ndarray) -> dict[str, float]:
-    """Wilcoxon signed-rank on the per-prompt differences; p = 1 when every difference is 0."""
-    nonzero = d[d != 0]
-    if d.size == 0:
-        return {"statistic": np.nan, "p_value": np.nan}
-    if nonzero.size == 0:
-        return {"statistic": 0.0, "p_value": 1.0}
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # small-sample and ties notes from scipy
-        result = stats.wilcoxon(d, zero_method="wilcox", alternative="two-sided")
-    return {"statistic": float(result.statistic), "p_value": float(result.pvalue)}
 
 
 def win_rate_matrix(metrics: pd.DataFrame, samples: pd.DataFrame, order: Sequence[str] | None = None) -> pd.DataFrame:
