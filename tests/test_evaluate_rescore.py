@@ -16,10 +16,11 @@ from harness.results.schema import results_schema
 from tests.test_evaluate_reward_models import save_tiny_reward_model
 
 SAMPLE_METRICS = {
-    "gold_reward/reward_mean", "win_rate/win_rate_vs_start", "win_rate/lc_win_rate_vs_start",
-    "win_rate/win_rate_vs_chosen", "win_rate/lc_win_rate_vs_chosen", "kl/kl_k1", "kl/kl_k3",
+    "gold_reward/reward_mean", "win_rate/win_rate_vs_start", "win_rate/length_controlled_minimal_vs_start",
+    "win_rate/win_rate_vs_chosen", "win_rate/length_controlled_minimal_vs_chosen", "kl/kl_k1", "kl/kl_k3",
     "kl/kl_token_exact", "length/completion_tokens", "entropy/token_entropy", "diversity/distinct_1",
-    "diversity/distinct_2", "diversity/self_bleu",
+    "diversity/distinct_2", "diversity/distinct_1_per_prompt", "diversity/distinct_2_per_prompt",
+    "diversity/self_bleu",
 }
 
 

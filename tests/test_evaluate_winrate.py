@@ -102,8 +102,8 @@ def test_win_rates_against_start_and_chosen():
     assert out["win_rate_vs_start"].n == 2
     assert out["win_rate_vs_chosen"].value == pytest.approx(0.5)
     assert out["win_rate_vs_chosen"].n == 1
-    assert 0.0 <= out["lc_win_rate_vs_start"].value <= 1.0
-    assert out["lc_win_rate_vs_chosen"].n == 1
+    assert 0.0 <= out["length_controlled_minimal_vs_start"].value <= 1.0
+    assert out["length_controlled_minimal_vs_chosen"].n == 1
 
 
 def test_without_a_chosen_response_anywhere_there_is_no_vs_chosen_metric():

@@ -4,9 +4,12 @@ Texts are split on whitespace (the stored completion text, so that the numbers c
 recomputed from the samples table for any model and tokenizer).
 
 - distinct-n (Li et al. 2016): unique n-grams / all n-grams over every sample of the policy
-  (corpus level: what a policy can say at all). Its CI is a bootstrap over prompts: a resample
-  takes all samples of the drawn prompts, repeated prompts add to the count of n-grams but not
-  to the unique ones, as they would in a corpus with repeated prompts.
+  (corpus level: what a policy can say at all). It is reported without an interval: it is not a
+  mean over prompts (it falls as prompts are added), and a bootstrap over prompts does not
+  estimate its spread (a resample repeats prompts, which adds to the n-gram total but not to the
+  unique count, so the stored value fell outside its own "CI" in every published run).
+- distinct-n per prompt: unique n-grams / all n-grams among one prompt's samples, averaged over
+  prompts; a mean over prompts, so its bootstrap CI over prompts is valid (and contains it).
 - self-BLEU (Zhu et al. 2018, Texygen), within a prompt: each sample scored by sacrebleu's
   sentence BLEU (effective order) against the prompt's other samples as references, averaged
   over the prompt's samples, then over prompts (bootstrap CI). It measures whether a policy
@@ -28,39 +31,31 @@ def ngrams(text: str, n: int) -> list[tuple[str, ...]]:
     return [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
 
 
-def distinct_n(texts_by_prompt: Sequence[Sequence[str]], n: int, *, resamples: int, seed: int) -> Estimate:
-    """Corpus-level distinct-n over all texts, with a bootstrap-over-prompts CI (percentile)."""
-    index: dict[tuple[str, ...], int] = {}
-    present: list[np.ndarray] = []
-    totals = np.zeros(len(texts_by_prompt))
+def distinct_n(texts_by_prompt: Sequence[Sequence[str]], n: int) -> Estimate:
+    """Corpus-level distinct-n over all texts; no interval (stderr and CI are NaN, see the module
+    docstring). NaN when the texts hold no n-gram."""
+    grams = [g for texts in texts_by_prompt for t in texts for g in ngrams(t, n)]
+    value = len(set(grams)) / len(grams) if grams else float("nan")
+    return Estimate(float(value), float("nan"), float("nan"), float("nan"), len(texts_by_prompt))
+
+
+def distinct_n_per_prompt_values(texts_by_prompt: Sequence[Sequence[str]], n: int) -> np.ndarray:
+    """Per prompt: unique n-grams / all n-grams among its samples (NaN when they hold none)."""
+    out = np.full(len(texts_by_prompt), np.nan)
     for p, texts in enumerate(texts_by_prompt):
         grams = [g for t in texts for g in ngrams(t, n)]
-        totals[p] = len(grams)
-        present.append(np.unique([index.setdefault(g, len(index)) for g in grams]).astype(np.int64))
-    if totals.sum() == 0:
-        return Estimate(float("nan"), float("nan"), float("nan"), float("nan"), len(texts_by_prompt))
-    value = len(index) / totals.sum()
-    prompts = len(texts_by_prompt)
-    if prompts < 2 or resamples < 1:
-        return Estimate(value, 0.0, value, value, prompts)
-    # incidence (prompts × n-grams): a resample's unique count is the number of n-grams present
-    # in at least one drawn prompt
-    incidence = np.zeros((prompts, len(index)), dtype=np.float32)
-    for p, ids in enumerate(present):
-        incidence[p, ids] = 1.0
-    rng = np.random.default_rng(seed)
-    draws = []
-    for start in range(0, resamples, 256):
-        b = min(256, resamples - start)
-        picks = rng.integers(0, prompts, size=(b, prompts))
-        counts = np.stack([np.bincount(row, minlength=prompts) for row in picks]).astype(np.float32)
-        unique = ((counts > 0).astype(np.float32) @ incidence > 0).sum(1)
-        total = counts @ totals
-        draws.append(np.where(total > 0, unique / np.maximum(total, 1), np.nan))
-    boot = np.concatenate(draws)
-    boot = boot[np.isfinite(boot)]
-    low, high = np.percentile(boot, [2.5, 97.5])
-    return Estimate(float(value), float(boot.std(ddof=1)), float(low), float(high), prompts)
+        if grams:
+            out[p] = len(set(grams)) / len(grams)
+    return out
+
+
+def distinct_n_per_prompt(texts_by_prompt: Sequence[Sequence[str]], n: int, *, resamples: int,
+                          seed: int) -> Estimate | None:
+    """The mean over prompts of the per-prompt distinct-n, with a bootstrap CI over prompts; None
+    when no prompt has an n-gram."""
+    values = distinct_n_per_prompt_values(texts_by_prompt, n)
+    values = values[np.isfinite(values)]
+    return bootstrap_mean(values, resamples=resamples, seed=seed) if values.size else None
 
 
 def self_bleu_per_prompt(texts_by_prompt: Sequence[Sequence[str]]) -> np.ndarray:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness.evaluate.diversity import distinct_n, self_bleu
+from harness.evaluate.diversity import distinct_n, distinct_n_per_prompt, self_bleu
 from harness.evaluate.registry import MetricInfo, ScoredSamples, register_evaluator
 from harness.evaluate.stats import (
     Estimate,
@@ -61,12 +61,15 @@ def text_lengths(texts: np.ndarray) -> np.ndarray:
     "win_rate",
     MetricInfo("win_rate_vs_start", True, "fraction",
                "P(policy sample beats the starting model's sample on the same prompt), ties ½"),
-    MetricInfo("lc_win_rate_vs_start", True, "fraction",
-               "length-controlled win rate vs the starting model: σ(θ) of logit P(win) = θ + φ·tanh(Δlen/sd)"),
+    MetricInfo("length_controlled_minimal_vs_start", True, "fraction",
+               "AlpacaEval's length_controlled_minimal GLM per run vs the starting model: σ(θ) of logit "
+               "P(win) = θ + φ·tanh(Δlen/sd) (no instruction difficulty; the leaderboard's "
+               "length_controlled_vs_start is the AlpacaEval 2.0 GLM across runs)"),
     MetricInfo("win_rate_vs_chosen", True, "fraction",
                "P(policy sample beats the dataset's chosen response for the prompt), ties ½"),
-    MetricInfo("lc_win_rate_vs_chosen", True, "fraction",
-               "length-controlled win rate vs the dataset's chosen responses (as lc_win_rate_vs_start)"),
+    MetricInfo("length_controlled_minimal_vs_chosen", True, "fraction",
+               "length_controlled_minimal win rate vs the dataset's chosen responses (as "
+               "length_controlled_minimal_vs_start)"),
 )
 def win_rate(s: ScoredSamples) -> dict[str, Estimate]:
     out = {}
@@ -74,7 +77,7 @@ def win_rate(s: ScoredSamples) -> dict[str, Estimate]:
     out["win_rate_vs_start"] = bootstrap_mean(per_prompt(outcomes), resamples=s.bootstrap, seed=s.seed)
     if s.completions is not None and s.baseline_completions is not None:
         diff = text_lengths(s.completions) - text_lengths(s.baseline_completions)
-        out["lc_win_rate_vs_start"] = length_controlled_win_rate(
+        out["length_controlled_minimal_vs_start"] = length_controlled_win_rate(
             outcomes, diff, resamples=s.bootstrap, seed=s.seed)
     if s.chosen_rewards is None or not np.isfinite(s.chosen_rewards).any():
         return out
@@ -85,7 +88,7 @@ def win_rate(s: ScoredSamples) -> dict[str, Estimate]:
     if s.completions is not None and s.chosen_completions is not None:
         chosen_len = text_lengths(np.asarray(s.chosen_completions, dtype=object))
         diff = text_lengths(s.completions) - chosen_len[:, None]
-        out["lc_win_rate_vs_chosen"] = length_controlled_win_rate(
+        out["length_controlled_minimal_vs_chosen"] = length_controlled_win_rate(
             outcomes, diff, resamples=s.bootstrap, seed=s.seed, valid=np.isfinite(outcomes))
     return out
 
@@ -138,8 +141,12 @@ def entropy(s: ScoredSamples) -> dict[str, Estimate]:
 
 @register_evaluator(
     "diversity",
-    MetricInfo("distinct_1", None, "fraction", "unique words / all words over the policy's samples"),
-    MetricInfo("distinct_2", None, "fraction", "unique word bigrams / all bigrams over the policy's samples"),
+    MetricInfo("distinct_1", None, "fraction", "unique words / all words over the policy's samples (no CI)"),
+    MetricInfo("distinct_2", None, "fraction", "unique word bigrams / all bigrams over the policy's samples (no CI)"),
+    MetricInfo("distinct_1_per_prompt", None, "fraction",
+               "unique words / all words among a prompt's samples, mean over prompts"),
+    MetricInfo("distinct_2_per_prompt", None, "fraction",
+               "unique word bigrams / all bigrams among a prompt's samples, mean over prompts"),
     MetricInfo("self_bleu", None, "fraction",
                "mean sentence BLEU of a sample against the other samples of its prompt (lower: more diverse)"),
 )
@@ -147,7 +154,12 @@ def diversity(s: ScoredSamples) -> dict[str, Estimate]:
     if s.completions is None:
         return {}
     texts = [list(row) for row in s.completions]
-    out = {f"distinct_{n}": distinct_n(texts, n, resamples=s.bootstrap, seed=s.seed) for n in (1, 2)}
+    out = {}
+    for n in (1, 2):
+        out[f"distinct_{n}"] = distinct_n(texts, n)
+        per_prompt_ = distinct_n_per_prompt(texts, n, resamples=s.bootstrap, seed=s.seed)
+        if per_prompt_ is not None:
+            out[f"distinct_{n}_per_prompt"] = per_prompt_
     bleu = self_bleu(texts, resamples=s.bootstrap, seed=s.seed)
     if bleu is not None:
         out["self_bleu"] = bleu
