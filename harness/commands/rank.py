@@ -66,7 +66,7 @@ def rank_new_methods(
 
 
 def _print_ranking(results_root: Path, suite: str, new: list[str], log: Callable[[str], Any]) -> None:
-    from harness.rank import (KL, WIN_RATE, format_interval, format_leaderboard, format_value, leaderboard,
+    from harness.rank import (WIN_RATE, format_interval, format_leaderboard, format_value, kl_key, leaderboard,
                               paired_tests, reward_key)
     from harness.report.suite import SAMPLE_COLUMNS, label
     from harness.results import ResultStore
@@ -83,7 +83,7 @@ def _print_ranking(results_root: Path, suite: str, new: list[str], log: Callable
     for _, row in board[board["method"].isin(new)].iterrows():
         entry = row["entry"]
         parts = [f"{name} {format_interval(row[key], row[key + ':ci_low'], row[key + ':ci_high'])}"
-                 for key, name in ((WIN_RATE, "win rate vs start"), (reward, label(reward)), (KL, "KL"))
+                 for key, name in ((WIN_RATE, "win rate vs start"), (reward, label(reward)), (kl_key(metrics), "KL"))
                  if key in board.columns]
         log(f"{entry} ({get_loss(row['method']).origin}): rank {format_value(row['rank'])} of {len(board)}; "
             + "; ".join(parts))
@@ -93,5 +93,5 @@ def _print_ranking(results_root: Path, suite: str, new: list[str], log: Callable
                 # + 0.0 turns the -0.0 of a mirrored zero difference into 0
                 lo, hi = sorted((sign * t["diff_ci_low"] + 0.0, sign * t["diff_ci_high"] + 0.0))
                 verdict = "significant" if t["significant"] else "not significant"
-                log(f"  vs {other}: Δ {label(reward)} per prompt {sign * t['diff'] + 0.0:+.3g} [{lo:.3g}, {hi:.3g}], "
-                    f"Wilcoxon p {format_value(t['p_value'])}, Holm p {format_value(t['p_holm'])} ({verdict})")
+                log(f"  vs {other}: Δ {label(reward)} {sign * t['diff'] + 0.0:+.3g} [{lo:.3g}, {hi:.3g}], "
+                    f"t-test p {format_value(t['p_value'])}, Holm p {format_value(t['p_holm'])} ({verdict})")

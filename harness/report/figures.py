@@ -39,7 +39,7 @@ def frontier_figure(
     x: str = KL,
     y: str = REWARD,
     colors: dict[str, str] | None = None,
-    x_title: str = "KL(π ‖ π_ref), k3 estimator (nats)",
+    x_title: str = "KL(π ‖ π_ref), exact per token (nats)",
     y_title: str = "gold reward (mean over prompts)",
 ) -> go.Figure | None:
     """Reward (`y`, the gold reward by default) against KL, one point per entry with its 95% CI as error bars on both axes,

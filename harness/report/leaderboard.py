@@ -12,9 +12,9 @@ import pandas as pd
 
 from harness.errors import HarnessError
 from harness.names import is_name
-from harness.rank import HEADLINE_KEYS, format_interval, format_value, leaderboard
+from harness.rank import HEADLINE_KEYS, format_interval, format_value, kl_key, leaderboard, reward_key
 from harness.report.html import Cell, esc, page, table, write_atomic
-from harness.report.suite import SAMPLE_COLUMNS, label, suite_summary, write_suite_report
+from harness.report.suite import SAMPLE_COLUMNS, headline_text, label, rank_cell, suite_summary, write_suite_report
 from harness.results import ResultStore
 
 
@@ -49,10 +49,13 @@ def write_leaderboard(results_root: Path, reports_root: Path, *, suite_reports: 
         sections += [
             f'<h2 id="suite-{esc(suite)}"><a href="{esc(link)}">{esc(suite)}</a></h2>',
             f'<p class="muted">{esc(suite_summary(metrics, board))}</p>',
+            f"<p>{esc(headline_text(board, reward_key(metrics), kl_key(metrics)))}</p>",
             suite_table(board, suite),
         ]
-    sections.append('<p class="muted">Rank: mean over the ranked headline metrics of 1 + the number of '
-                    "entries whose 95% CI lies entirely above; overlapping CIs tie. Intervals are 95%.</p>")
+    sections.append('<p class="muted">Rank: entries within the KL budget are ranked on the suite\'s reward in '
+                    "tiers: every entry of a tier is significantly better than every entry of every lower tier "
+                    "(seed-aware paired tests, Holm-corrected; without per-sample tables, non-overlapping CIs), "
+                    "and entries the tests cannot separate share a rank. Intervals are 95%.</p>")
     html = page("harness leaderboard", "\n".join(sections), plotly=False)
     return write_atomic(Path(reports_root) / "index.html", html)
 
@@ -64,7 +67,7 @@ def suite_table(board: pd.DataFrame, suite: str) -> str:
     headers += [("FLOPs", False), ("optimizer steps", False)]
     rows = []
     for _, r in board.iterrows():
-        cells = [_number(r["rank"]), Cell(str(r["entry"]), str(r["entry"]), True, "entry", str(r["hparams"])),
+        cells = [rank_cell(r), Cell(str(r["entry"]), str(r["entry"]), True, "entry", str(r["hparams"])),
                  _number(r["n_seeds"])]
         cells += [Cell(format_interval(r[k], r[k + ":ci_low"], r[k + ":ci_high"]), _sort(r[k])) for k in keys]
         cells += [_number(r.get(c)) for c in ("flops_total", "optimizer_steps")]

@@ -108,11 +108,12 @@ def _best(values: pd.Series, higher: bool | None) -> float | None:
 
 
 SIGNIFICANCE_TEXT = (
-    "Each pair of entries is compared on the same held-out prompts. Per prompt, an entry's value is "
-    "its mean {reward} over seeds and samples; Δ is the mean over prompts of the difference "
-    "(A − B) with a paired bootstrap 95% CI over prompts; p is the two-sided Wilcoxon signed-rank "
-    "test on the per-prompt differences; Holm p is corrected for the number of pairs (family-wise "
-    "error 5%). Rows significant after the correction are shaded."
+    "Each pair of entries is compared as methods on the same held-out prompts: Δ is the difference "
+    "(A − B) of their mean {reward} over seeds and prompts; its variance holds each entry's seed "
+    "variance (entries with 2 or more seeds) and the per-prompt variance of the difference, so two "
+    "sets of seeds of one method differ no more often than the nominal 5%. The 95% CI and p are "
+    "from Welch–Satterthwaite t; differences within a relative 1e-9 count as zero. Holm p is corrected "
+    "for the number of pairs (family-wise error 5%). Rows significant after the correction are shaded."
 )
 
 MATRIX_TEXT = (
@@ -128,7 +129,7 @@ def significance_table(tests: pd.DataFrame, reward: str = "gold reward") -> str:
     if tests.empty:
         return '<p class="muted">Fewer than two entries have per-sample results: nothing to compare.</p>'
     headers = [("A", True), ("B", True), (f"Δ {reward} (A − B) [95% CI]", False), ("prompts", False),
-               ("Wilcoxon p", False), ("Holm p", False), ("significant", True)]
+               ("t-test p", False), ("Holm p", False), ("significant", True)]
     rows = []
     for _, t in tests.iterrows():
         cells = [Cell(str(t["a"]), str(t["a"]), True), Cell(str(t["b"]), str(t["b"]), True),

@@ -17,17 +17,20 @@ import pandas as pd
 
 from harness.errors import HarnessError
 from harness.rank import (
+    DEFAULT_KL_BUDGET,
     HEADLINE_KEYS,
     JUDGE_REWARD,
-    KL,
+    KL_EXACT,
+    KL_K1,
+    KL_K3,
+    LC_WIN_RATE,
     REWARD,
     WIN_RATE,
     format_interval,
     format_value,
+    kl_key,
     leaderboard,
     paired_tests,
-    pareto_frontier,
-    ranked_metrics,
     reward_key,
     win_rate_matrix,
 )
@@ -54,15 +57,16 @@ from harness.results import ResultStore, method_cards
 
 # The sample columns the statistics read (not the texts, which can be large).
 SAMPLE_COLUMNS = ["run_id", "prompt_id", "sample", "reward", "outcome", "policy_logp", "reference_logp",
-                  "token_kl", "completion_tokens"]
+                  "token_kl", "completion_tokens", "completion", "baseline_completion"]
 
 LABELS = {
     WIN_RATE: "win rate vs start",
     REWARD: "gold reward",
     JUDGE_REWARD: "reward-model score",
-    KL: "KL (k3)",
-    "kl/kl_k1": "KL (k1)",
-    "kl/kl_token_exact": "KL (exact, per token)",
+    LC_WIN_RATE: "LC win rate vs start (AlpacaEval 2.0 GLM)",
+    KL_EXACT: "KL (exact, per token)",
+    KL_K3: "KL (k3)",
+    KL_K1: "KL (k1)",
     "length/completion_tokens": "completion tokens",
 }
 
@@ -98,14 +102,15 @@ def render_suite_report(
     rows (bootstrap CIs, significance, win-rate matrix) and run manifests (method cards)."""
     samples = samples if samples is not None and len(samples) else None
     board = leaderboard(metrics, samples=samples)
-    reward = reward_key(metrics)
-    frontier = pareto_frontier(board, x=KL, y=reward)
+    reward, kl = reward_key(metrics), kl_key(metrics)
+    frontier = set(board.loc[board["frontier"].astype(bool), "entry"]) if "frontier" in board else set()
     colors = entry_colors(list(board["entry"]))
     order = list(board["entry"])
     sections = [
         f"<h1>Suite: {esc(suite)}</h1>",
         f'<p class="lead">{esc(suite_summary(metrics, board))}</p>',
-        f"<p>{esc(method_text(label(reward)))} {esc(interval_text(board))}</p>",
+        f'<p class="lead">{esc(headline_text(board, reward, kl))}</p>',
+        f"<p>{esc(method_text(label(reward), label(kl)))} {esc(interval_text(board))}</p>",
     ]
     note = reference_free_note(board, metrics)
     if note:
@@ -113,10 +118,12 @@ def render_suite_report(
     sections += [
         "<h2>Leaderboard</h2>",
         leaderboard_table(board, frontier),
-        f'<p class="muted">{esc(rank_text(metrics))}</p>',
+        f'<p class="muted">{esc(rank_text(board, label(reward)))}</p>',
         "<h2>Reward vs KL</h2>",
     ]
-    scatter = frontier_figure(board, frontier, y=reward, colors=colors, y_title=f"{label(reward)} (mean over prompts)")
+    scatter = frontier_figure(board, frontier, x=kl, y=reward, colors=colors,
+                              x_title=f"KL(π ‖ π_ref), {label(kl)} (nats)",
+                              y_title=f"{label(reward)} (mean over prompts)")
     sections.append(
         figure_div(scatter, "reward-vs-kl") if scatter is not None
         else f'<p class="muted">No entry has both a {esc(label(reward))} and a KL measurement.</p>'
@@ -124,7 +131,7 @@ def render_suite_report(
     if scatter is not None:
         sections.append(f'<p class="muted">{esc(FRONTIER_TEXT)}</p>')
     keys = [k for _, ks in task_groups(metrics) for k in ks]
-    every = leaderboard(metrics, headline=keys, rank_by=[], samples=samples).set_index("entry").reindex(order)
+    every = leaderboard(metrics, headline=keys, rank=False, samples=samples).set_index("entry").reindex(order)
     bars = metric_bars_figure(every.reset_index(), keys, titles={k: label(k) for k in keys}, colors=colors)
     if bars is not None:
         sections += ["<h2>Metrics</h2>", figure_div(bars, "metric-bars"),
@@ -164,29 +171,39 @@ def _significance_sections(metrics: pd.DataFrame, samples: pd.DataFrame | None, 
 
 
 def interval_text(board: pd.DataFrame) -> str:
-    """Which intervals the leaderboard shows, from its ci_kind columns."""
+    """Which intervals the leaderboard shows and what they cover, from its ci_kind columns."""
     kinds = set()
     for key in HEADLINE_KEYS:
         if key + ":ci_kind" in board.columns:
             kinds |= set(board[key + ":ci_kind"].dropna())
     parts = []
-    if "seeds×prompts bootstrap" in kinds:
-        parts.append("where per-sample results are stored, a two-level bootstrap (seeds with "
-                     "replacement, then prompts within each seed)")
-    if "t over seeds" in kinds:
-        parts.append("otherwise, with several seeds, a t-interval over the per-seed means")
+    if "seeds × prompts (crossed t)" in kinds:
+        parts.append("where per-sample results are stored, a t interval whose variance holds both the seeds' "
+                     "and the prompts' (the seeds share the prompts: crossed random effects, Satterthwaite "
+                     "df); it covers the mean over the populations of seeds and prompts")
+    if "prompts (one seed, t)" in kinds:
+        parts.append("with one seed, a t interval over prompts (that checkpoint, the population of prompts)")
+    if "prompt bootstrap (seeds fixed)" in kinds:
+        parts.append("the LC win rate: a bootstrap over prompts, shared by an entry's seeds (these seeds' "
+                     "checkpoints, the population of prompts)")
+    if "t over seeds (these prompts)" in kinds:
+        parts.append("without samples, a t-interval over the per-seed means (these prompts)")
     if "run CI" in kinds:
         parts.append("otherwise, with one seed, the evaluator's bootstrap CI over prompts")
     return ("Intervals are 95%: " + "; ".join(parts) + ".") if parts else ""
 
 
-def method_text(reward: str) -> str:
+def method_text(reward: str, kl: str = "KL (exact, per token)") -> str:
     """What the headline metrics are, for a suite judged by `reward` (its name)."""
     return (
         "Every trained policy and the untrained starting (SFT) model are evaluated on the same held-out "
         f"prompts. Win rate: the policy's sample against the starting model's sample, judged by the {reward} "
-        f"(ties count ½), with a bootstrap CI over prompts. {reward.capitalize()}: mean over prompts. "
-        "KL: the sequence-level k3 Monte-Carlo estimate of KL(π ‖ π_ref) from the policy's own samples."
+        f"(ties count ½). LC win rate: AlpacaEval 2.0's length-controlled GLM (the alpaca-eval package's "
+        "code), this suite's runs as its leaderboard and the instruction difficulty fitted jointly across "
+        f"them. {reward.capitalize()}: mean over prompts. {kl}: "
+        + ("the exact KL(π(·|x,y<t) ‖ π_ref(·|x,y<t)) over the vocabulary, summed along the policy's own "
+           "samples; the k3 and k1 Monte-Carlo estimates are secondary columns." if "exact" in kl else
+           "the sequence-level k3 Monte-Carlo estimate from the policy's own samples.")
     )
 
 FRONTIER_TEXT = (
@@ -196,14 +213,42 @@ FRONTIER_TEXT = (
 )
 
 
-def rank_text(metrics: pd.DataFrame) -> str:
-    """How the rank column was computed, naming the metrics that entered it."""
-    ranked = ranked_metrics(metrics)
-    names = " and ".join(label(k) for k in ranked) or "no metric"
+def headline_text(board: pd.DataFrame, reward: str, kl: str, kl_budget: float = DEFAULT_KL_BUDGET) -> str:
+    """The KL-aware headline: the reward-vs-KL frontier first, then the top rank within the budget
+    and the entries over it."""
+    if reward not in board.columns:
+        return ""
+    parts = []
+    if "frontier" in board.columns and board["frontier"].any():
+        front = board[board["frontier"].astype(bool)].sort_values(kl) if kl in board else board[board["frontier"]]
+        parts.append("Reward-vs-KL frontier (least KL first): " + ", ".join(front["entry"].astype(str)) + ".")
+    ranked = board[board["rank"].notna()]
+    if len(ranked):
+        top = ranked[ranked["rank"] == ranked["rank"].min()]
+        if len(top) == len(ranked):
+            parts.append(f"Within a KL budget of {format_value(kl_budget)} nats, the paired tests separate none "
+                         f"of the {len(ranked)} ranked entries: all share rank 1.")
+        else:
+            parts.append(f"Within a KL budget of {format_value(kl_budget)} nats, rank 1 ({label(reward)}): "
+                         + ", ".join(top["entry"].astype(str)) + ".")
+    over = board[~board["within_budget"].astype(bool)] if "within_budget" in board.columns else board.iloc[:0]
+    if len(over) and kl in board.columns:
+        parts.append("Over the budget, shown but not ranked: " + ", ".join(
+            f"{e} (KL {format_value(k)} nats)" for e, k in zip(over["entry"], over[kl])) + ".")
+    return " ".join(parts)
+
+
+def rank_text(board: pd.DataFrame, reward: str = "gold reward") -> str:
+    """How the rank column was computed, in the sentence a reader can repeat."""
+    basis = set(board.get("rank_basis", pd.Series(dtype=str)).dropna()) - {""}
+    test = ("the seed-aware paired test, Holm-corrected over all pairs" if basis == {"paired tests"}
+            else "non-overlapping 95% CIs")
     return (
-        f"Rank: the mean over {names} of 1 + the number of entries whose 95% CI lies entirely above "
-        "the entry's own CI; entries whose CIs overlap tie. KL is a cost, not ranked: see the "
-        "frontier below. Compute columns are means over seeds. Click a column heading to sort."
+        f"Rank: entries within the KL budget are ranked on {reward} in tiers: every entry of a tier is "
+        f"significantly better than every entry of every lower tier ({test}), and entries the tests cannot "
+        "separate share a rank. Beats / beaten by: how many ranked entries it is significantly better / worse "
+        "than. KL is a cost, not ranked: see the frontier below. Compute columns are means over seeds. Click "
+        "a column heading to sort."
     )
 
 
@@ -269,17 +314,26 @@ def leaderboard_table(board: pd.DataFrame, frontier: set[str]) -> str:
     headline metrics with CIs, and compute used."""
     keys = [k for k in HEADLINE_KEYS if k in board.columns]
     headers = [("rank", False), ("entry", True), ("seeds", False)] + [(label(k), False) for k in keys]
+    headers += [("beats", False), ("beaten by", False)]
     headers += [("FLOPs", False), ("optimizer steps", False), ("train seconds", False)]
     rows = []
     for _, r in board.iterrows():
-        cells = [_number(r["rank"]), Cell(str(r["entry"]), str(r["entry"]), True, "entry", str(r["hparams"])),
+        cells = [rank_cell(r), Cell(str(r["entry"]), str(r["entry"]), True, "entry", str(r["hparams"])),
                  _number(r["n_seeds"])]
         cells += [Cell(format_interval(r[k], r[k + ":ci_low"], r[k + ":ci_high"]), _sort(r[k])) for k in keys]
+        cells += [_number(r.get("beats", np.nan)), _number(r.get("beaten_by", np.nan))]
         cells += [_number(r.get(c, np.nan)) for c in ("flops_total", "optimizer_steps", "train_seconds")]
         css = " ".join(c for c in ("start" if r["is_start"] else "",
                                    "frontier" if r["entry"] in frontier else "") if c)
         rows.append((css, cells))
     return table(headers, rows)
+
+
+def rank_cell(r: pd.Series) -> Cell:
+    """The rank, or "over KL budget" for an entry shown but not ranked."""
+    if not bool(r.get("within_budget", True)):
+        return Cell("over KL budget", "1e9")
+    return _number(r["rank"])
 
 
 def _sort(x) -> str:
