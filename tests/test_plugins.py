@@ -258,7 +258,7 @@ def test_rank_trains_only_the_new_method_and_ranks_it(stored_baselines):
     assert line, out
     assert line.group(1) == str((root / "my_variant.py").resolve())
     assert 1 <= float(line.group(2)) <= 5
-    assert re.search(r"^  vs dpo: Δ gold reward per prompt .* Holm p ", out, flags=re.M)
+    assert re.search(r"^  vs dpo: Δ gold reward .* t-test p .* Holm p ", out, flags=re.M)
     after = _snapshot(root / "results" / "tiny")
     assert {k: v for k, v in after.items() if k in before} == before  # stored runs untouched
 
@@ -271,7 +271,7 @@ def test_rank_trains_only_the_new_method_and_ranks_it(stored_baselines):
     assert set(metrics["method"]) == {"start", "dpo", "ipo", "simpo", "dpo_hinge"}
     board = leaderboard(metrics, samples=store.read_samples()).set_index("entry")
     assert board.loc["dpo_hinge", "rank"] == pytest.approx(float(line.group(2)))
-    assert board.loc["dpo_hinge", "gold_reward/reward_mean:ci_kind"] == "seeds×prompts bootstrap"
+    assert board.loc["dpo_hinge", "gold_reward/reward_mean:ci_kind"] == "prompts (one seed, t)"
     manifest = store.read_manifest(metrics.loc[metrics["method"] == "dpo_hinge", "run_id"].iloc[0])
     assert manifest["method"]["origin"] == line.group(1)
 

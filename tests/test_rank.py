@@ -15,11 +15,11 @@ dpo, two seeds: t-interval, mean ± t(0.975, 1)·sd/√2, and for two values sd/
     KL 6.0 ± 12.7062·1.0.
 simpo, one seed without a CI: 1.5 ± 1.95996·0.1 = [1.30400, 1.69600].
 
-Ranks (1 + entries whose CI lies entirely above):
-    win rate: simpo 1, dpo 1 (nothing above 1.285), ipo 2 (simpo's 0.70 > 0.60), start 2 (simpo's
-    0.70 > 0.55; ipo's 0.50 is not).
-    reward: simpo 1, dpo 1, ipo 2 (simpo's 1.304 > 0.9), start 3 (ipo's 0.7 and simpo's 1.304 > 0.1).
-    aggregate: simpo 1, dpo 1, ipo 2, start 2.5; simpo before dpo by win rate (0.75 > 0.65).
+Ranks (no samples: tiers on the gold reward by non-overlapping CIs, `harness.intervals.tiers`).
+    Sorted by reward: simpo 1.5, dpo 1.1, ipo 0.8, start 0. dpo's CI [−0.17, 2.37] overlaps every
+    other, so no cut holds: all four share rank 1. With a KL budget of 5.5 nats dpo (KL 6) is over
+    it and not ranked; simpo [1.304, 1.696] lies above ipo [0.7, 0.9] and start [−0.1, 0.1], ipo
+    above start: ranks simpo 1, ipo 2, start 3.
 Frontier (reward vs KL): start (0, 0), ipo (1, 0.8), simpo (5, 1.5); dpo (6, 1.1) is dominated by
 simpo (less KL, more reward).
 """
@@ -39,8 +39,7 @@ from harness.rank import (
     KL,
     REWARD,
     WIN_RATE,
-    bootstrap_seeds_prompts,
-    ci_rank,
+    KL_K3,
     compute_table,
     entry_names,
     final_eval,
@@ -51,10 +50,10 @@ from harness.rank import (
     paired_tests,
     pareto_frontier,
     per_prompt_values,
-    ranked_metrics,
     seed_interval,
     win_rate_matrix,
 )
+from harness.intervals import crossed_interval
 from harness.results import ResultStore
 from harness.results.schema import results_schema
 
@@ -113,6 +112,7 @@ def run_rows(
 
 def headline(win, reward, kl, win_ci=(NAN, NAN), reward_ci=(NAN, NAN), reward_se=NAN) -> dict:
     return {WIN_RATE: (win, *win_ci, NAN), REWARD: (reward, *reward_ci, reward_se), KL: (kl, kl, kl, 0.0),
+            KL_K3: (kl, kl, kl, 0.0),
             "length/completion_tokens": (20.0, 19.0, 21.0, 0.5)}
 
 
@@ -227,23 +227,28 @@ def test_leaderboard_compute_columns_are_means_over_seeds(metrics):
     assert board.loc["start", "n_seeds"] == 1 and bool(board.loc["start", "is_start"])
 
 
-def test_leaderboard_ranks_follow_the_ci_tie_rule(metrics):
+def test_leaderboard_ranks_are_tiers_the_cis_support(metrics):
     board = leaderboard(metrics)
     assert list(board["entry"]) == ["simpo", "dpo", "ipo", "start"]
+    assert board.set_index("entry")["rank"].to_dict() == {"simpo": 1, "dpo": 1, "ipo": 1, "start": 1}
+    assert set(board["rank_basis"]) == {"CI overlap"}
+    assert bool(board["within_budget"].all())
+
+
+def test_entries_over_the_kl_budget_are_shown_not_ranked(metrics):
+    board = leaderboard(metrics, kl_budget=5.5)
+    assert list(board["entry"]) == ["simpo", "ipo", "start", "dpo"]
     by = board.set_index("entry")
-    assert by[WIN_RATE + ":rank"].to_dict() == {"simpo": 1, "dpo": 1, "ipo": 2, "start": 2}
-    assert by[REWARD + ":rank"].to_dict() == {"simpo": 1, "dpo": 1, "ipo": 2, "start": 3}
-    assert by["rank"].to_dict() == {"simpo": 1.0, "dpo": 1.0, "ipo": 2.0, "start": 2.5}
-    assert KL + ":rank" not in board.columns  # KL is a cost: shown, not ranked
+    assert by["rank"].to_dict() == pytest.approx({"simpo": 1, "ipo": 2, "start": 3, "dpo": NAN}, nan_ok=True)
+    assert not by.loc["dpo", "within_budget"]
+    assert by["beats"].to_dict() == pytest.approx({"simpo": 2, "ipo": 1, "start": 0, "dpo": NAN}, nan_ok=True)
+    assert "over KL budget" in format_leaderboard(board)
 
 
-def test_ranked_metrics_are_the_higher_is_better_headlines(metrics):
-    assert ranked_metrics(metrics) == [WIN_RATE, REWARD]
-
-
-def test_rank_by_overrides_the_ranked_metrics(metrics):
-    board = leaderboard(metrics, rank_by=[REWARD]).set_index("entry")
-    assert board["rank"].to_dict() == {"simpo": 1, "dpo": 1, "ipo": 2, "start": 3}
+def test_frontier_column_and_headline_kl(metrics):
+    board = leaderboard(metrics).set_index("entry")
+    assert board["frontier"].to_dict() == {"simpo": True, "dpo": False, "ipo": True, "start": True}
+    assert KL in board.columns and KL_K3 in board.columns  # exact KL first, k3 secondary
 
 
 def test_final_eval_keeps_the_last_step_per_metric(metrics):
@@ -285,16 +290,6 @@ def test_seed_interval_several_seeds_is_a_t_interval():
     assert seed_interval([1.0, NAN, 3.0])[0] == pytest.approx(2.0)  # missing seeds are skipped
 
 
-def test_ci_rank_counts_entries_entirely_better():
-    """CIs a=[0.7, 0.8], b=[0.5, 0.6], c=[0.2, 0.3], d=[0.65, 0.9]. Higher is better: nothing lies
-    above a or d (they overlap: a tie at 1); a and d lie above b (3); a, b, d above c (4). Lower is
-    better: b, c below a and d (3); c below b (2); nothing below c (1)."""
-    lo, hi = [0.7, 0.5, 0.2, 0.65], [0.8, 0.6, 0.3, 0.9]
-    assert list(ci_rank(lo, hi)) == [1, 3, 4, 1]
-    assert list(ci_rank(lo, hi, higher_is_better=False)) == [3, 2, 1, 3]
-    assert np.isnan(ci_rank([NAN, 0.1], [NAN, 0.2])[0])
-
-
 def test_pareto_frontier_on_a_hand_made_case():
     """A and B coincide (both kept); C has A's reward for more KL (dominated); D has the least KL;
     E the most reward; G is beaten by E on both axes; F lacks a KL and is left out."""
@@ -323,7 +318,7 @@ def test_leaderboard_separates_hparam_settings_of_one_method(tmp_path):
         frame = run_rows("sweep", "dpo", 0, headline(win, 1.0, 1.0, (win - 0.05, win + 0.05)), hparams={"beta": beta})
         store.write_run(frame["run_id"].iloc[0], frame, None, {})
     board = leaderboard(store.read_metrics())
-    assert list(board["entry"]) == ["dpo (beta=0.5)", "dpo (beta=0.1)"]
+    assert list(board["entry"]) == ["dpo (beta=0.1)", "dpo (beta=0.5)"]  # equal reward, one tier: by name
     assert list(board["n_seeds"]) == [1, 1]
 
 
@@ -334,33 +329,6 @@ def test_format_interval():
 
 
 # --------------------------------------------------------------------------- per-sample statistics
-
-
-def test_two_level_bootstrap_hand_example():
-    """Two seeds whose prompts all score 1.0 and 3.0. The point is the mean over seeds, 2.0. A
-    resample draws two seeds with replacement: (A, A) → 1, (B, B) → 3, each with probability ¼,
-    a mixed draw → 2 with probability ½ (prompt resampling changes nothing: constant values). So
-    the 2.5% and 97.5% percentiles are 1 and 3."""
-    assert bootstrap_seeds_prompts([[1.0] * 5, [3.0] * 5], resamples=4000) == pytest.approx((2.0, 1.0, 3.0))
-
-
-def test_two_level_bootstrap_one_seed_is_the_prompt_bootstrap():
-    """One seed, 400 prompts valued ±1 (mean 0, sd 1): the prompt bootstrap's 95% interval is
-    about ± 1.96 / √400 = ± 0.098."""
-    mean, lo, hi = bootstrap_seeds_prompts([np.tile([1.0, -1.0], 200)], resamples=4000, seed=1)
-    assert mean == pytest.approx(0.0)
-    assert 0.085 < -lo < 0.11 and 0.085 < hi < 0.11
-    assert bootstrap_seeds_prompts([[0.7, 0.7, 0.7]]) == pytest.approx((0.7, 0.7, 0.7))
-    assert all(math.isnan(v) for v in bootstrap_seeds_prompts([[NAN, NAN]]))
-    assert bootstrap_seeds_prompts([[1.0, NAN, 1.0]])[0] == pytest.approx(1.0)  # NaNs dropped
-
-
-def test_two_level_bootstrap_seed_spread_widens_the_interval():
-    """The same prompts and noise, but seeds whose means differ: the interval must widen."""
-    noise = np.tile([0.1, -0.1], 20)
-    tight = bootstrap_seeds_prompts([noise, noise, noise])
-    wide = bootstrap_seeds_prompts([noise - 1, noise, noise + 1])
-    assert (wide[2] - wide[1]) > 5 * (tight[2] - tight[1])
 
 
 def test_holm_on_a_hand_example():
@@ -389,34 +357,35 @@ def _sample_frame(rewards: dict[str, list[list[float]]]) -> tuple[pd.DataFrame, 
 
 
 def test_paired_tests_hand_example():
-    """Ten prompts; Y's reward on prompt i is i, X's is i + 0.1·(i + 1) (X − Y = 0.1, ..., 1.0: all
-    positive, all distinct), Z equals X. Wilcoxon X vs Y: every difference positive, n = 10, exact
-    two-sided p = 2 / 2^10 = 0.001953125; Y vs Z the same; X vs Z: every difference 0, p = 1.
-    Holm over the three pairs: 0.001953·3 = 0.005859 and max(0.001953·2, 0.005859) = 0.005859,
-    then 1. The paired bootstrap CI of X − Y lies inside [0.1, 1.0] around the mean 0.55."""
+    """Ten prompts; Y's reward on prompt i is i, X's is i + 0.1·(i + 1), Z equals X; one seed each,
+    so no seed variance enters and the test is the paired t test on the per-prompt differences
+    d = 0.1, ..., 1.0: mean 0.55, sd 0.1·sd(1..10) = 0.302765, se 0.0957427, t = 5.7446 on 9 df.
+    X vs Z: every difference 0, p = 1 exactly. Holm over the three pairs: 3p, 2p (raised to 3p), 1."""
+    from scipy import stats
+
     y = [float(i) for i in range(10)]
     x = [i + 0.1 * (i + 1) for i in range(10)]
     metrics, samples = _sample_frame({"X": [[v, v] for v in x], "Y": [[v, v] for v in y], "Z": [[v, v] for v in x]})
     tests = paired_tests(metrics, samples, order=["X", "Z", "Y"]).set_index(["a", "b"])
     assert list(tests.index) == [("X", "Z"), ("X", "Y"), ("Z", "Y")]
     xy = tests.loc[("X", "Y")]
-    assert xy["n_prompts"] == 10 and xy["diff"] == pytest.approx(0.55)
-    assert xy["p_value"] == pytest.approx(2 / 2**10)
-    assert xy["p_holm"] == pytest.approx(3 * 2 / 2**10) and bool(xy["significant"])
-    assert 0.1 <= xy["diff_ci_low"] < 0.55 < xy["diff_ci_high"] <= 1.0
-    assert tests.loc[("Z", "Y"), "p_holm"] == pytest.approx(3 * 2 / 2**10)
+    p = 2 * stats.t.sf(0.55 / (0.1 * np.std(np.arange(1, 11), ddof=1) / np.sqrt(10)), 9)
+    assert xy["n_prompts"] == 10 and xy["diff"] == pytest.approx(0.55) and xy["statistic"] == pytest.approx(5.7446, abs=1e-4)
+    assert xy["p_value"] == pytest.approx(p) and xy["df"] == pytest.approx(9)
+    assert xy["p_holm"] == pytest.approx(3 * p) and bool(xy["significant"])
+    assert xy["diff_ci_low"] == pytest.approx(0.55 - stats.t.ppf(0.975, 9) * 0.0957427, abs=1e-6)
     assert tests.loc[("X", "Z"), "p_value"] == 1.0 and not tests.loc[("X", "Z"), "significant"]
-    assert tests.loc[("X", "Z"), "diff"] == 0.0
+    assert tests.loc[("X", "Z"), "diff"] == 0.0 and tests.loc[("X", "Z"), "seed_variance"] == "none"
 
 
-def test_paired_tests_match_scipy_wilcoxon():
+def test_paired_tests_with_one_seed_each_match_scipy_paired_t():
     rng = np.random.default_rng(0)
     a, b = rng.normal(0.3, 1, 30), rng.normal(0.0, 1, 30)
     metrics, samples = _sample_frame({"A": [[v] for v in a], "B": [[v] for v in b]})
     from scipy import stats
 
     test = paired_tests(metrics, samples, order=["A", "B"]).iloc[0]
-    assert test["p_value"] == pytest.approx(stats.wilcoxon(a - b).pvalue)
+    assert test["p_value"] == pytest.approx(stats.ttest_rel(a, b).pvalue)
     assert test["p_holm"] == pytest.approx(test["p_value"])  # one pair: Holm changes nothing
 
 
@@ -441,23 +410,24 @@ def test_win_rate_matrix_pools_seeds_and_skips_unshared_prompts():
     assert matrix.loc["A", "B"] == pytest.approx(0.5)
 
 
-def test_leaderboard_with_samples_uses_the_two_level_bootstrap(tmp_path):
+def test_leaderboard_with_samples_uses_the_crossed_interval(tmp_path):
     store = build_suite(tmp_path, samples=True)
     metrics, samples = store.read_metrics(), store.read_samples()
     board = leaderboard(metrics, samples=samples).set_index("entry")
-    assert set(board[REWARD + ":ci_kind"]) == {"seeds×prompts bootstrap"}
-    # dpo: two seeds; its per-prompt reward means are the bootstrap's groups
+    assert board.loc["dpo", REWARD + ":ci_kind"] == "seeds × prompts (crossed t)"
+    assert board.loc["ipo", REWARD + ":ci_kind"] == "prompts (one seed, t)"
+    # dpo: two seeds; its per-prompt reward means form the seeds × prompts table
     prompts = per_prompt_values(samples, metrics, [REWARD])
-    groups = [g["value"].to_numpy() for _, g in prompts[prompts["entry"] == "dpo"].groupby("run_id")]
-    assert len(groups) == 2
-    expected = bootstrap_seeds_prompts(groups)
-    assert board.loc["dpo", REWARD] == pytest.approx(1.1)  # the mean stays the stored mean over seeds
-    assert (board.loc["dpo", REWARD + ":ci_low"], board.loc["dpo", REWARD + ":ci_high"]) == pytest.approx(expected[1:])
-    assert board.loc["dpo", REWARD + ":ci_low"] <= 1.0 and board.loc["dpo", REWARD + ":ci_high"] >= 1.2
-    # KL is recomputed from the log-probs (k3), and matches the stored values
+    table = prompts[prompts["entry"] == "dpo"].pivot_table(index="run_id", columns="prompt_id", values="value")
+    _, lo, hi = crossed_interval(table.to_numpy())
+    assert board.loc["dpo", REWARD] == pytest.approx(1.1)
+    assert (board.loc["dpo", REWARD + ":ci_low"], board.loc["dpo", REWARD + ":ci_high"]) == pytest.approx((lo, hi))
+    # the exact KL is recomputed from the samples, and matches the stored values
     assert (board.loc["ipo", KL + ":ci_low"], board.loc["ipo", KL + ":ci_high"]) == pytest.approx((1.0, 1.0))
-    # without samples: the t-interval, as before
-    assert leaderboard(metrics).set_index("entry").loc["dpo", REWARD + ":ci_kind"] == "t over seeds"
+    assert set(board["rank_basis"]) == {"paired tests"}
+    assert 0.0 <= board.loc["simpo", "win_rate/length_controlled_vs_start"] <= 1.0
+    # without samples: the t-interval over seeds
+    assert leaderboard(metrics).set_index("entry").loc["dpo", REWARD + ":ci_kind"] == "t over seeds (these prompts)"
 
 
 def test_leaderboard_keeps_seed_intervals_for_runs_without_samples(tmp_path):
@@ -466,8 +436,8 @@ def test_leaderboard_keeps_seed_intervals_for_runs_without_samples(tmp_path):
     dpo_runs = set(metrics.loc[metrics["method"] == "dpo", "run_id"])
     partial = samples[samples["run_id"] != sorted(dpo_runs)[0]]  # one dpo seed lost its samples
     board = leaderboard(metrics, samples=partial).set_index("entry")
-    assert board.loc["dpo", REWARD + ":ci_kind"] == "t over seeds"
-    assert board.loc["ipo", REWARD + ":ci_kind"] == "seeds×prompts bootstrap"
+    assert board.loc["dpo", REWARD + ":ci_kind"] == "t over seeds (these prompts)"
+    assert board.loc["ipo", REWARD + ":ci_kind"] == "prompts (one seed, t)"
 
 
 def test_compute_table_means_over_seeds(metrics):

@@ -200,7 +200,7 @@ def test_full_report_has_every_section(full_report):
 
 
 def test_leaderboard_uses_the_bootstrap_when_samples_exist(full_report):
-    assert "two-level bootstrap (seeds with replacement, then prompts within each seed)" in full_report
+    assert "crossed random effects" in full_report and "covers the mean over the populations of seeds and prompts" in full_report
     assert "0.65 [0.0147, 1.29]" not in _section(full_report, "Leaderboard")  # no longer the t-interval
 
 
@@ -230,7 +230,7 @@ def test_significance_table_lists_every_pair_with_holm(full_report):
     pairs = re.findall(r'<tr[^>]*><td class="text"[^>]*>([^<]+)</td><td class="text"[^>]*>([^<]+)</td>', table)
     assert len(pairs) == 6  # 4 entries: 4·3/2 pairs
     assert pairs[0] == ("simpo", "dpo")  # leaderboard order: the better entry is A
-    for heading in ("Wilcoxon p", "Holm p", "significant"):
+    for heading in ("t-test p", "Holm p", "significant"):
         assert f">{heading}<" in table
 
 

@@ -67,7 +67,7 @@ def tasks_table(metrics: pd.DataFrame, order: Sequence[str], samples: pd.DataFra
     if not keys:
         return '<p class="muted">No held-out metrics stored.</p>'
     if board is None:
-        board = leaderboard(metrics, headline=keys, rank_by=[], samples=samples).set_index("entry")
+        board = leaderboard(metrics, headline=keys, rank=False, samples=samples).set_index("entry")
     board = board.reindex(order)
     direction = _directions(metrics)
     best = {k: _best(board[k], direction.get(k)) for k in keys}
