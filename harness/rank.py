@@ -437,7 +437,7 @@ SAMPLE_METRICS = {
     WIN_RATE: lambda s: s["outcome"].to_numpy(float),
     REWARD: lambda s: s["reward"].to_numpy(float),
     JUDGE_REWARD: lambda s: s["reward"].to_numpy(float),
-    KL: lambda s: _k3(s["policy_logp"], s["reference_logp"]),
+    KL_K3: lambda s: _k3(s["policy_logp"], s["reference_logp"]),
     "kl/kl_k1": lambda s: (s["policy_logp"] - s["reference_logp"]).to_numpy(float),
     "kl/kl_token_exact": lambda s: s["token_kl"].to_numpy(float),
     "length/completion_tokens": lambda s: s["completion_tokens"].to_numpy(float),
@@ -455,7 +455,7 @@ def per_prompt_values(samples: pd.DataFrame, metrics: pd.DataFrame, keys: Sequen
     if rows.empty:
         return pd.DataFrame(columns=columns)
     out = []
-    needed = {WIN_RATE: ["outcome"], REWARD: ["reward"], JUDGE_REWARD: ["reward"], KL: ["policy_logp", "reference_logp"],
+    needed = {WIN_RATE: ["outcome"], REWARD: ["reward"], JUDGE_REWARD: ["reward"], KL_K3: ["policy_logp", "reference_logp"],
               "kl/kl_k1": ["policy_logp", "reference_logp"], "kl/kl_token_exact": ["token_kl"],
               "length/completion_tokens": ["completion_tokens"]}
     if keys is None:  # the recomputable metrics the runs measured

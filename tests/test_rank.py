@@ -416,6 +416,7 @@ def test_leaderboard_with_samples_uses_the_crossed_interval(tmp_path):
     board = leaderboard(metrics, samples=samples).set_index("entry")
     assert board.loc["dpo", REWARD + ":ci_kind"] == "seeds × prompts (crossed t)"
     assert board.loc["ipo", REWARD + ":ci_kind"] == "prompts (one seed, t)"
+    assert board.loc["dpo", KL + ":ci_kind"] == board.loc["dpo", KL_K3 + ":ci_kind"] == "seeds × prompts (crossed t)"
     # dpo: two seeds; its per-prompt reward means form the seeds × prompts table
     prompts = per_prompt_values(samples, metrics, [REWARD])
     table = prompts[prompts["entry"] == "dpo"].pivot_table(index="run_id", columns="prompt_id", values="value")
