@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from harness.commands import scale as cli_scale
 from harness.errors import HarnessError, HarnessFault
 
 EXIT_BAD_INPUT = 2
@@ -21,6 +22,7 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="train and evaluate every missing run of a suite, then report")
     _suite_args(run)
     run.add_argument("--no-report", action="store_true", help="do not write reports/<suite>.html")
+    cli_scale.add_run_options(run)
 
     plan = sub.add_parser("plan", help="print the planned runs and their budgets; trains nothing")
     _suite_args(plan)
@@ -70,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     sandbox.add_argument("action", choices=["build", "show"])
     sandbox.add_argument("suite", nargs="?", help="take the sandbox settings from this suite")
     sandbox.add_argument("--json", action="store_true", help="print the summary as JSON")
+    cli_scale.add_commands(sub, _suite_args)
     return parser
 
 
@@ -109,11 +112,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _quiet_libraries() -> None:
     """Keep the output to harness's own lines (transformers' save progress bars, advisories)."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from transformers.utils import logging as hf_logging
+    from harness.models import quiet_libraries
 
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    quiet_libraries()
 
 
 def _checked_suite(args):
@@ -129,16 +130,19 @@ def _checked_suite(args):
 
 def cmd_run(args) -> int:
     started = time.perf_counter()
+    scale = cli_scale.run_kwargs(args)  # --shard K/N: one worker of a job array
     suite, _ = _checked_suite(args)
     _quiet_libraries()
     from harness.runner import run_suite
 
-    outcome = run_suite(suite, Path(args.results))
+    outcome = run_suite(suite, Path(args.results), **scale)
     from harness.train.distributed import is_main
 
     if not is_main():  # a data-parallel helper process: the main one reports
         return 0
-    if not args.no_report:
+    if scale:
+        print(f"{suite.name}: shard {args.shard} done; `harness report {args.suite}` once every shard has run")
+    elif not args.no_report:
         _write_report(Path(args.results), suite.name, Path(args.reports))
     print(f"{suite.name}: finished in {time.perf_counter() - started:.1f} s")
     for failed in outcome.failed:
@@ -304,6 +308,8 @@ COMMANDS = {
     "verify": cmd_verify,
     "methods": cmd_methods,
     "sandbox": cmd_sandbox,
+    "prepare": cli_scale.cmd_prepare,
+    "submit": lambda args: cli_scale.cmd_submit(args, _write_report),
 }
 
 

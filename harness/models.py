@@ -17,6 +17,17 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from harness.errors import HarnessError
 
 
+def quiet_libraries() -> None:
+    """Keep the output to harness's own lines (transformers' save progress bars, advisories)."""
+    import os
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
 def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 

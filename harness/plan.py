@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -111,3 +112,18 @@ def _unique(runs: list[RunSpec]) -> list[RunSpec]:
             seen.add(run.run_id)
             out.append(run)
     return out
+
+
+def shard_ids(run_ids: Sequence[str], k: int, n: int) -> list[str]:
+    """The run ids of shard k (1-based) of n, for `harness run --shard K/N`: a deterministic
+    partition of the plan, so that the N tasks of a job array cover the suite with no coordination
+    beyond the shared results folder. Ids are sorted (content hashes: the same on every host) and
+    dealt round-robin, so shards differ in size by at most one run and every run is in exactly one.
+    Adding a method can move runs between shards; runs are idempotent, so re-running a shard runs
+    only what is missing."""
+    return sorted(set(run_ids))[k - 1::n]
+
+
+def deal(run_ids: Sequence[str], n: int) -> list[list[str]]:
+    """Every non-empty shard of `run_ids` into n, as shard_ids deals them."""
+    return [part for part in (shard_ids(run_ids, k, n) for k in range(1, n + 1)) if part]

@@ -3,11 +3,13 @@ evaluate and store. One run's failure (a NaN loss) is recorded and the suite goe
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import platform
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,7 @@ import pandas as pd
 import torch
 
 from harness import __version__
-from harness.cache import cache_root
+from harness.cache import cache_root, content_hash
 from harness.data.batches import TrainData, paired_from_rows, sessions_from_rows, unpaired_from_rows
 from harness.data.jsonl import read_jsonl
 from harness.data.prepare import prepare_dataset
@@ -29,9 +31,10 @@ from harness.logprobs import completion_token_logps
 from harness.losses import get_loss
 from harness.models import frozen_copy, load_policy, load_tokenizer, pick_device, resolve_model_path
 from harness.needs import unmet_needs
-from harness.plan import RunSpec, plan_suite
+from harness.plan import RunSpec, plan_suite, shard_ids
 from harness.plugins import load_suite_plugins
 from harness.results import ResultStore, method_card
+from harness.results.lease import Lease, LeaseLost
 from harness.sampling import sampling_fields
 from harness.results.schema import ACCOUNTING_COLUMNS, IDENTITY_COLUMNS, SCHEMA_VERSION
 from harness.sandbox.world import Sandbox, SandboxConfig, load_or_build_sandbox
@@ -65,17 +68,28 @@ class World:
     device: torch.device
     data_loading: dict[str, Any] | None = None  # a real dataset's load stats per file (harness.data.prepare)
     sandbox: SandboxConfig | None = None  # the sandbox world the suite uses, if any
+    reward_key: Any = None  # what identifies the judge beyond its name (the gold reward's weights)
     _baseline: Baseline | None = None
     _fingerprint: dict[str, Any] | None = None
     _data: dict[str, TrainData] = field(default_factory=dict)
     _reference: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def baseline(self, suite: Suite) -> Baseline:
+        """The starting model's samples and their rewards, from `$HARNESS_CACHE/baselines/` or
+        generated once and stored there, so every worker of a suite measures against the same."""
         if self._baseline is None:
-            self._baseline = make_baseline(
-                self.start_model, self.tokenizer, self.eval_prompts, self.reward, suite.evaluate,
-                chosen=chosen_from_file(self.files.get("eval_pairs"), self.eval_prompts), progress="start: baseline",
-            )
+            chosen = chosen_from_file(self.files.get("eval_pairs"), self.eval_prompts)
+            key = content_hash({
+                "model": folder_fingerprint(self.start_path), "prompts": self.eval_prompts, "chosen": chosen,
+                "evaluate": asdict(suite.evaluate), "reward": self.reward_key,
+            })
+            path = cache_root() / "baselines" / f"{key}.json"
+            if path.exists():
+                self._baseline = Baseline.from_json(json.loads(path.read_text()))
+            else:
+                self._baseline = make_baseline(self.start_model, self.tokenizer, self.eval_prompts, self.reward,
+                                               suite.evaluate, chosen=chosen, progress="start: baseline")
+                _write_json_atomically(path, self._baseline.to_json())
         return self._baseline
 
     def fingerprint(self) -> dict[str, Any]:
@@ -110,10 +124,17 @@ class World:
         return self._reference[shape]
 
 
+def _write_json_atomically(path: Path, value: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(value))
+    os.replace(tmp, path)
+
+
 @dataclass
 class RunOutcome:
     spec: RunSpec
-    status: str  # "ok", "stored" (found, not re-run) or "failed"
+    status: str  # "ok", "stored" (found, not re-run), "failed" or "lost" (lease taken over; nothing written)
     error: str = ""
     seconds: float = 0.0
 
@@ -135,8 +156,6 @@ TINY_MODEL_PARAMETERS = 20_000_000
 
 def use_one_thread_for_tiny_models(device: torch.device, parameters: int) -> None:
     """One torch thread for sandbox-sized models on CPU, unless the user chose (OMP_NUM_THREADS)."""
-    import os
-
     if device.type == "cpu" and parameters < TINY_MODEL_PARAMETERS and "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(1)
 
@@ -169,6 +188,7 @@ def prepare_world(suite: Suite) -> World:
                                  fluency_weight=config.fluency_weight, device=device,
                                  batch_size=suite.evaluate.reward_batch_size, where=f"{suite.path}: evaluate.reward_model"),
         device=device, data_loading=data_loading, sandbox=config if sandbox else None,
+        reward_key=[config.length_weight, config.fluency_weight] if suite.evaluate.reward_model == "gold" else None,
     )
 
 
@@ -188,16 +208,25 @@ def _built_sandbox(suite: Suite) -> tuple[Sandbox, SandboxConfig]:
     return sandbox, config
 
 
-def run_suite(suite: Suite, results_root: Path, *, log=print) -> SuiteOutcome:
-    """Run every planned run of `suite` that is not stored under `results_root` yet."""
+def run_suite(suite: Suite, results_root: Path, *, log=print, shard: tuple[int, int] | None = None,
+              run_ids: list[str] | None = None, prepared_wait: float | None = None) -> SuiteOutcome:
+    """Run every planned run of `suite` that is not stored under `results_root` yet: all of them,
+    shard (k, n) of the plan, or the given `run_ids`. With `prepared_wait` (seconds), this is a
+    worker of a fan-out: it waits that long for `harness prepare` to have built what runs share,
+    and never builds it itself."""
     load_suite_plugins(suite)
-    specs = plan_suite(suite)
+    specs = _selected(plan_suite(suite), shard, run_ids, suite)
     store = ResultStore(results_root, suite.name)
     todo = [s for s in specs if not store.has_result(s.run_id)]
-    log(f"{suite.name}: {len(specs)} runs planned, {len(specs) - len(todo)} stored, {len(todo)} to run")
+    part = f" (shard {shard[0]}/{shard[1]})" if shard else ""
+    log(f"{suite.name}{part}: {len(specs)} runs planned, {len(specs) - len(todo)} stored, {len(todo)} to run")
     outcome = SuiteOutcome([RunOutcome(s, "stored") for s in specs if s not in todo])
     if not todo:
         return outcome
+    if prepared_wait is not None:
+        from harness.prepared import require_prepared
+
+        require_prepared(suite, wait_seconds=prepared_wait, log=log)
     world = prepare_world(suite)
     for spec in todo:  # every run's data and needs, before the first run starts
         check_trainable(spec, suite, world)
@@ -214,7 +243,7 @@ def run_suite(suite: Suite, results_root: Path, *, log=print) -> SuiteOutcome:
             outcome.runs.append(RunOutcome(by_id[run_id], "stored"))
             continue
         with lock:
-            outcome.runs.append(run_one(by_id[run_id], suite, world, store, log=log))
+            outcome.runs.append(run_one(by_id[run_id], suite, world, store, log=log, lease=lock))
     return outcome
 
 
@@ -231,12 +260,35 @@ def check_trainable(spec: RunSpec, suite: Suite, world: World) -> None:
             raise HarnessError(f"{suite.where('methods')}: method {spec.method!r}: {err}") from None
 
 
-def run_one(spec: RunSpec, suite: Suite, world: World, store: ResultStore, *, log=print) -> RunOutcome:
+def _selected(specs: list[RunSpec], shard: tuple[int, int] | None, run_ids: list[str] | None,
+              suite: Suite) -> list[RunSpec]:
+    """The planned runs of one shard, or those named (unknown ids are bad input: the task was
+    planned from another version of the suite)."""
+    if run_ids is not None:
+        by_id = {s.run_id: s for s in specs}
+        unknown = [r for r in run_ids if r not in by_id]
+        if unknown:
+            raise HarnessError(f"{suite.path}: run {unknown[0]} is not in this suite's plan (the suite or its "
+                               "--set values changed since it was submitted); submit it again")
+        return [by_id[r] for r in run_ids]
+    if shard is not None:
+        chosen = set(shard_ids([s.run_id for s in specs], *shard))
+        return [s for s in specs if s.run_id in chosen]
+    return specs
+
+
+def run_one(spec: RunSpec, suite: Suite, world: World, store: ResultStore, *, log=print,
+            lease: Lease | None = None) -> RunOutcome:
+    """Train, evaluate and store one run. Under a `lease`, every write (and checkpoint save) first
+    checks that the lease is still held: a worker whose run was taken over stops, writing nothing."""
     started = time.perf_counter()
     if not is_main():  # a data-parallel helper: train, then leave evaluation to the main process
         return _train_as_helper(spec, suite, world, started)
     try:
-        return _run_and_store(spec, suite, world, store, started, log)
+        return _run_and_store(spec, suite, world, store, started, log=log, lease=lease)
+    except LeaseLost as err:  # another worker holds the run now: leave its manifest and checkpoint alone
+        log(f"  {spec.label()}: {err}")
+        return RunOutcome(spec, "lost", str(err), time.perf_counter() - started)
     except HarnessError:  # found mid-run (a task's data that cannot be fetched): nothing half-done stays
         _discard_partial_run(spec, store)
         raise
@@ -258,11 +310,14 @@ def _discard_partial_run(spec: RunSpec, store: ResultStore) -> None:
             pass  # the folder cannot be written at all: a later claimant treats the manifest as stale
 
 
-def _run_and_store(spec: RunSpec, suite: Suite, world: World, store: ResultStore, started: float, log) -> RunOutcome:
+def _run_and_store(spec: RunSpec, suite: Suite, world: World, store: ResultStore, started: float, *, log,
+                   lease: Lease | None) -> RunOutcome:
+    check = lease.check if lease is not None else (lambda: None)
     manifest = _manifest(spec, world)
+    check()
     store.write_manifest(spec.run_id, {**manifest, "status": "running"})
     try:
-        policy, trained = _train(spec, suite, world)
+        policy, trained = _train(spec, suite, world, guard=check)
         barrier()
         evaluation = evaluate_policy(
             policy, world.start_model, world.tokenizer, world.eval_prompts, world.baseline(suite),
@@ -271,6 +326,7 @@ def _run_and_store(spec: RunSpec, suite: Suite, world: World, store: ResultStore
         )
         implicit = _implicit_reward_rows(spec, suite, world, policy, trained.accounting.optimizer_steps)
     except NonFiniteLoss as err:
+        check()
         store.write_manifest(spec.run_id, {**manifest, "status": "failed", "error": str(err)})
         RunCheckpoint(spec.run_id, 0).clear()
         log(f"  {spec.label()}: FAILED: {err}")
@@ -280,7 +336,8 @@ def _run_and_store(spec: RunSpec, suite: Suite, world: World, store: ResultStore
     metrics = _rows_frame(evaluation.rows + implicit + _curve_rows(trained, spec), identity, accounting)
     samples = pd.DataFrame(evaluation.samples).assign(run_id=spec.run_id)
     seconds = time.perf_counter() - started
-    store.write_run(spec.run_id, metrics, samples, {**manifest, "status": "ok", "seconds": seconds, "accounting": accounting})
+    store.write_run(spec.run_id, metrics, samples, {**manifest, "status": "ok", "seconds": seconds, "accounting": accounting},
+                    lease=lease)
     RunCheckpoint(spec.run_id, 0).clear()
     log(f"  {spec.label()}: done in {seconds:.1f} s ({trained.accounting.optimizer_steps} steps)")
     barrier()
@@ -333,8 +390,9 @@ def _method_run(spec: RunSpec, suite: Suite, world: World, *, with_reference_cac
     return MethodRun(loss, regime, regime_hparams, shape, setup)
 
 
-def _train(spec: RunSpec, suite: Suite, world: World) -> tuple[torch.nn.Module, TrainResult]:
-    """The trained policy (the start model itself for the start run) and its accounting."""
+def _train(spec: RunSpec, suite: Suite, world: World, *, guard=None) -> tuple[torch.nn.Module, TrainResult]:
+    """The trained policy (the start model itself for the start run) and its accounting. `guard`
+    is called before every checkpoint save (a lease check: a worker that lost the run stops)."""
     if not spec.trains:
         return world.start_model, TrainResult(Accounting(), seconds=0.0)
     method = _method_run(spec, suite, world)
@@ -342,7 +400,7 @@ def _train(spec: RunSpec, suite: Suite, world: World) -> tuple[torch.nn.Module, 
     run = RegimeRun(
         policy=policy, start_model=world.start_model, setup=method.setup, tokenizer=world.tokenizer,
         sft_rows=world.rows("sft") if method.data_shape == "sft" else None,
-        checkpoint=RunCheckpoint(spec.run_id, spec.train.checkpoint_every),
+        checkpoint=RunCheckpoint(spec.run_id, spec.train.checkpoint_every, guard=guard),
     )
     return policy, method.regime.fn(run, **method.regime_hparams)
 

@@ -41,6 +41,26 @@ class Baseline:
     chosen: list[str | None] = field(default_factory=list)  # (prompts,), None where there is none
     chosen_rewards: np.ndarray | None = None  # (prompts,), NaN where there is none
 
+    def to_json(self) -> dict[str, Any]:
+        """Plain data that `from_json` turns back into an equal Baseline (dtypes kept: a float32
+        reward read back as float64 would change later arithmetic)."""
+        rewards = np.asarray(self.rewards)
+        chosen_rewards = None if self.chosen_rewards is None else np.asarray(self.chosen_rewards)
+        return {
+            "completions": list(self.completions), "rewards": rewards.tolist(), "dtype": str(rewards.dtype),
+            "chosen": list(self.chosen),
+            "chosen_rewards": None if chosen_rewards is None else [None if np.isnan(v) else v for v in chosen_rewards.tolist()],
+            "chosen_dtype": None if chosen_rewards is None else str(chosen_rewards.dtype),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Baseline:
+        chosen_rewards = data.get("chosen_rewards")
+        if chosen_rewards is not None:
+            chosen_rewards = np.array([np.nan if v is None else v for v in chosen_rewards], dtype=data["chosen_dtype"])
+        return cls(list(data["completions"]), np.array(data["rewards"], dtype=data["dtype"]), list(data["chosen"]),
+                   chosen_rewards)
+
 
 @dataclass
 class Evaluation:

@@ -5,19 +5,20 @@ and `<run_id>.json` (manifest: resolved spec, versions, hardware, status, error)
 are written to temporary names and renamed, metrics last: a metrics file exists only for a run
 that finished, so a crash leaves nothing that a later invocation would mistake for a result.
 
-Several processes may run one suite into one folder at once (two shells, a job array). Each run
-is claimed first: `<run_id>.lock` is created with O_CREAT | O_EXCL and holds the owner's host,
-PID and process start time. Only the holder trains the run; the others skip it and come back to
-it after their other runs, finding it stored. A lock whose process is gone (killed, crashed; on
-this host) is stale and broken by the next claimant, which also deletes that run's temporary
-files. Reading needs no lock: renames are atomic.
+Several processes may run one suite into one folder at once (two shells, a job array, Ray
+tasks on several hosts). Each run is claimed first with a lease, `<run_id>.lock`
+(harness/results/lease.py: host, PID, heartbeat). Only the holder trains the run; the others
+skip it and come back to it after their other runs, finding it stored. A stale lease (its process
+is gone, or its heartbeat stopped on any host) is taken over by the next claimant, which also
+deletes that run's temporary files. A run's metrics file is published with a hard link, which
+fails if one exists, so two workers never both store a run. Reading needs no lock: renames are
+atomic.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -30,6 +31,7 @@ import pyarrow.parquet as pq
 
 from harness.errors import HarnessError
 from harness.names import check_name
+from harness.results.lease import Lease, LeaseLost, live_holder, owner_is_alive, try_acquire  # noqa: F401
 from harness.results.schema import SCHEMA_VERSION, results_schema, samples_schema
 
 TEMP_SUFFIX = ".tmp"
@@ -58,104 +60,9 @@ def _table(frame: pd.DataFrame, schema: pa.Schema, what: str) -> pa.Table:
     return table.replace_schema_metadata({**(table.schema.metadata or {}), **schema.metadata})
 
 
-# --------------------------------------------------------------------------- run locks
+# --------------------------------------------------------------------------- run leases
 
-
-def _process_start(pid: int) -> str | None:
-    """The start time of process `pid` in clock ticks since boot (Linux /proc), or None. With the
-    PID it identifies a process even after its PID has been reused."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]  # field 22, counted after the command name
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by another user
-        return True
-    return True
-
-
-def _owner() -> dict[str, Any]:
-    pid = os.getpid()
-    return {"pid": pid, "host": socket.gethostname(), "start": _process_start(pid),
-            "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-
-
-def owner_is_alive(owner: dict[str, Any]) -> bool:
-    """Whether the process that wrote a lock still runs. Locks from another host cannot be
-    checked and count as alive (delete them by hand if that host is gone)."""
-    if owner.get("host") != socket.gethostname():
-        return True
-    try:
-        pid = int(owner["pid"])
-    except (KeyError, TypeError, ValueError):
-        return False  # unreadable lock: its writer died between create and write
-    if not _alive(pid):
-        return False
-    start = owner.get("start")
-    return start is None or _process_start(pid) in (None, start)
-
-
-class RunLock:
-    """A claim on one run, held until `release` (or the end of a `with` block)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.released = False
-
-    def release(self) -> None:
-        if not self.released:
-            self.released = True
-            try:
-                if json.loads(self.path.read_text()).get("pid") == os.getpid():
-                    self.path.unlink()
-            except (OSError, ValueError):
-                pass
-
-    def __enter__(self) -> RunLock:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.release()
-
-
-def _read_owner(path: Path) -> tuple[dict[str, Any] | None, str | None]:
-    """(owner, raw text) of a lock file; (None, None) when it does not exist."""
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        return None, None
-    try:
-        owner = json.loads(text)
-    except ValueError:
-        owner = {}
-    return (owner if isinstance(owner, dict) else {}), text
-
-
-def _break_stale(path: Path, seen: str) -> None:
-    """Remove the stale lock whose text was `seen`. The lock is renamed away first (only one
-    claimant can rename a given file); if what was renamed is not the stale lock (someone broke it
-    and claimed the run in between), it is put back with a link, which fails if yet another lock
-    exists: then that one stands."""
-    grave = path.with_name(f".{path.name}.{os.getpid()}.stale")
-    try:
-        os.rename(path, grave)
-    except FileNotFoundError:
-        return
-    try:
-        if grave.read_text() != seen:
-            try:
-                os.link(grave, path)
-            except FileExistsError:
-                pass
-    finally:
-        grave.unlink(missing_ok=True)
+RunLock = Lease  # the older name of a run's claim (owner_is_alive, imported above, is re-exported too)
 
 
 # --------------------------------------------------------------------------- the store
@@ -246,10 +153,24 @@ class ResultStore:
     # ---- writing a run
 
     def write_run(
-        self, run_id: str, metrics: pd.DataFrame, samples: pd.DataFrame | None, manifest: dict[str, Any]
+        self, run_id: str, metrics: pd.DataFrame, samples: pd.DataFrame | None, manifest: dict[str, Any],
+        *, lease: Lease | None = None,
     ) -> None:
-        """Store one finished run: samples, then manifest, then metrics (whose presence means done)."""
-        self.stage_run(run_id, metrics, samples, manifest).commit()
+        """Store one finished run: samples, then manifest, then metrics (whose presence means done).
+
+        With the run's `lease`, the files are renamed in only while the lease is held (LeaseLost
+        otherwise), and the metrics file only if none exists (LeaseLost too): a worker whose lease
+        was taken over stores nothing, and a run is never stored twice."""
+        staged = self.stage_run(run_id, metrics, samples, manifest)
+        if lease is None:
+            staged.commit()
+            return
+        try:
+            staged.commit(guard=lease.check, exclusive_last=True)
+        except FileExistsError:
+            raise LeaseLost(f"{run_id}: stored by another worker meanwhile; this copy is discarded") from None
+        finally:
+            staged.discard()  # what was not renamed in
 
     def stage_run(
         self, run_id: str, metrics: pd.DataFrame, samples: pd.DataFrame | None, manifest: dict[str, Any]
@@ -273,39 +194,22 @@ class ResultStore:
 
     # ---- claiming runs
 
-    def try_lock(self, run_id: str) -> RunLock | None:
-        """Claim `run_id` for this process: a RunLock, or None when a live process holds it.
-        A stale lock (its process is gone) is broken, and the dead writer's temporary files of
-        this run are deleted."""
+    def try_lock(self, run_id: str) -> Lease | None:
+        """Claim `run_id` for this process: a Lease, or None while a live worker holds it. A stale
+        lease is taken over, and the dead writer's temporary files of this run are deleted."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.lock_path(run_id)
-        for _ in range(3):
-            try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                owner, seen = _read_owner(path)
-                if seen is None:
-                    continue  # released meanwhile: try again
-                if owner and owner_is_alive(owner) or _just_created(path, owner):
-                    return None
-                _break_stale(path, seen)
-                continue
-            with os.fdopen(fd, "w") as handle:
-                json.dump(_owner(), handle)
+        lease = try_acquire(self.lock_path(run_id))
+        if lease is not None:
             self._remove_partial_files(run_id)
-            return RunLock(path)
-        return None
+        return lease
 
     def lock_owner(self, run_id: str) -> dict[str, Any] | None:
-        """The live process holding `run_id`'s lock, or None (no lock, or a stale one)."""
-        owner, seen = _read_owner(self.lock_path(run_id))
-        if seen is None or not owner or not owner_is_alive(owner):
-            return None
-        return owner
+        """The live worker holding `run_id`'s lease, or None (no lease, or a stale one)."""
+        return live_holder(self.lock_path(run_id))
 
     def claim_runs(
         self, run_ids: Iterable[str], *, poll_seconds: float = 0.5, log: Callable[[str], Any] | None = None
-    ) -> Iterator[tuple[str, RunLock | None]]:
+    ) -> Iterator[tuple[str, Lease | None]]:
         """Yield (run_id, lock) for each run this process must run (the caller runs it, then
         releases the lock), and (run_id, None) for a run another process stored meanwhile.
 
@@ -424,25 +328,25 @@ class StagedRun:
         write(Path(tmp))
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared and read
 
-    def commit(self) -> None:
-        for tmp, path in self.pending:
-            os.replace(tmp, path)
-        self.pending = []
+    def commit(self, *, guard: Callable[[], None] | None = None, exclusive_last: bool = False) -> None:
+        """Rename every file in, in order. `guard` is called before each rename (it raises to stop);
+        with `exclusive_last` the last file is linked in instead, which raises FileExistsError if
+        its target exists (a run stored by another worker meanwhile)."""
+        while self.pending:
+            tmp, path = self.pending[0]
+            if guard is not None:
+                guard()
+            if exclusive_last and len(self.pending) == 1:
+                os.link(tmp, path)
+                tmp.unlink()
+            else:
+                os.replace(tmp, path)
+            self.pending.pop(0)
 
     def discard(self) -> None:
         for tmp, _ in self.pending:
             tmp.unlink(missing_ok=True)
         self.pending = []
-
-
-def _just_created(path: Path, owner: dict[str, Any] | None) -> bool:
-    """An empty or unreadable lock younger than a few seconds is being written right now."""
-    if owner:
-        return False
-    try:
-        return time.time() - path.stat().st_mtime < 5.0
-    except OSError:
-        return False
 
 
 def _read(path: Path, columns: list[str] | None = None) -> pd.DataFrame:

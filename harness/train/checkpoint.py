@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +37,17 @@ def _state_dict_for_save(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 class RunCheckpoint:
     """Save and load the in-progress state of one run."""
 
-    def __init__(self, run_id: str, every: int, root: Path | None = None):
+    def __init__(self, run_id: str, every: int, root: Path | None = None, guard: Callable[[], None] | None = None):
         self.folder = (root or cache_root() / "checkpoints") / run_id
         self.every = every
+        self.guard = guard  # called before each save; raises to stop a run that must not write
 
     def due(self, step: int) -> bool:
         return self.every > 0 and step % self.every == 0
 
     def save(self, policy: torch.nn.Module, reference: torch.nn.Module | None, state: dict[str, Any]) -> None:
+        if self.guard is not None:
+            self.guard()
         self.folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{self.folder.name}.", dir=self.folder.parent))
         try:

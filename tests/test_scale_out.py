@@ -1,0 +1,164 @@
+"""The fast parts of scale-out: the shard partition, bad input of `run --shard` and `submit`
+(one line, exit status 2), the shared-folder probe, Ray's resource requests (checked as task
+options: no GPU here), and the prepare stage's exclusivity. The end-to-end runs under each
+executor are in tests/test_executors.py."""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+import pytest
+
+from harness.errors import HarnessError
+from harness.commands.scale import parse_shard
+from harness.plan import deal, shard_ids
+
+
+def _ids(n: int) -> list[str]:
+    import hashlib
+
+    return [hashlib.sha256(str(i).encode()).hexdigest()[:12] for i in range(n)]
+
+
+@pytest.mark.parametrize("runs,n", [(1, 1), (3, 2), (94, 8), (5, 7)])
+def test_shards_cover_the_plan_once_and_differ_by_at_most_one_run(runs, n):
+    ids = _ids(runs)
+    shards = [shard_ids(ids, k, n) for k in range(1, n + 1)]
+    assert sorted(r for shard in shards for r in shard) == sorted(ids)  # every run exactly once
+    assert max(map(len, shards)) - min(map(len, shards)) <= 1
+    assert shard_ids(list(reversed(ids)), 1, n) == shards[0]  # independent of plan order
+    assert [part for part in shards if part] == deal(ids, n)
+
+
+def test_shard_golden():
+    """Sorted ids a < b < c < d < e; 2 shards deal them a, c, e and b, d."""
+    assert shard_ids(["c", "a", "e", "b", "d"], 1, 2) == ["a", "c", "e"]
+    assert shard_ids(["c", "a", "e", "b", "d"], 2, 2) == ["b", "d"]
+
+
+@pytest.mark.parametrize("text", ["3/2", "0/2", "1/0", "2", "a/b", "-1/2", ""])
+def test_bad_shards(text):
+    with pytest.raises(HarnessError, match="--shard"):
+        parse_shard(text)
+    assert parse_shard(" 2 / 3 ") == (2, 3)
+
+
+def _one_line_exit_2(capsys, argv: list[str], *needles: str) -> str:
+    from harness.cli import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+def test_bad_input_of_run_and_submit(tmp_path, tiny_suite, capsys):
+    results = ["--results", str(tmp_path / "results")]
+    _one_line_exit_2(capsys, ["run", str(tiny_suite), "--shard", "3/2", *results], "--shard 3/2")
+    _one_line_exit_2(capsys, ["run", str(tiny_suite), "--wait-prepared", "5", *results], "--shard")
+    _one_line_exit_2(capsys, ["submit", str(tiny_suite), "--executor", "kubernetes", *results],
+                     "'kubernetes' is not an executor")
+    _one_line_exit_2(capsys, ["submit", str(tiny_suite), "--executor", "ray", "--gpus-per-run", "1.5", *results],
+                     "--gpus-per-run 1.5")
+    _one_line_exit_2(capsys, ["submit", str(tiny_suite), "--executor", "slurm", "--cluster", "local",
+                              "--gpus-per-run", "0.25", *results], "whole GPUs")
+    _one_line_exit_2(capsys, ["submit", str(tiny_suite), "--executor", "slurm", "--cluster", "aws", *results],
+                     "--cluster 'aws'")
+    if shutil.which("sbatch") is None:
+        _one_line_exit_2(capsys, ["submit", str(tiny_suite), "--executor", "slurm", *results], "no SLURM cluster")
+    assert not (tmp_path / "results").exists()  # refused before anything was written
+
+
+def test_a_ray_address_that_does_not_answer(tmp_path, tiny_suite, capsys):
+    pytest.importorskip("ray")
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    started = time.monotonic()
+    _one_line_exit_2(capsys, ["submit", str(tiny_suite), "--executor", "ray", "--address", f"127.0.0.1:{port}",
+                              "--results", str(tmp_path / "results")], "no Ray cluster answers")
+    assert time.monotonic() - started < 120  # not Ray's own minutes of retries
+    _one_line_exit_2(capsys, ["submit", str(tiny_suite), "--executor", "ray", "--address", "nonsense"], "host:port")
+
+
+def test_a_folder_not_shared_with_the_worker_is_named(tmp_path, tiny_suite):
+    """The driver's probe files are missing on the worker's side (another host's /tmp): the task
+    answers with one line naming the folder, and runs nothing."""
+    from harness.executors.worker import Task, check_shared, new_probe, remove_probe, run_task
+
+    results, cache, elsewhere = tmp_path / "results", tmp_path / "cache", tmp_path / "other-host-cache"
+    token = new_probe(results, cache)
+    check_shared(results, cache, token)  # shared: fine
+    task = Task(suite_path=str(tiny_suite), overrides=(), results=str(results), cache=str(elsewhere),
+                probe=token, run_ids=("x",))
+    answer = run_task(task)
+    assert "not shared" in answer["error"] and str(elsewhere) in answer["error"] and answer["runs"] == {}
+    remove_probe(results, cache, token)
+    with pytest.raises(HarnessError, match="results folder is not shared"):
+        check_shared(results, cache, token)
+
+
+def test_ray_resource_requests():
+    """What a run's task asks Ray for: the fraction of a GPU as given (several runs share one GPU),
+    and for a run of several GPUs a placement group of one bundle with all of them (one node)."""
+    pytest.importorskip("ray")
+    from harness.executors.ray_tasks import placement_bundles, task_options
+
+    assert task_options(0.25, 1, 3) == {"num_cpus": 1, "num_gpus": 0.25, "max_retries": 3, "retry_exceptions": False}
+    assert placement_bundles(0.25, 1) is None and placement_bundles(1, 2) is None
+    assert placement_bundles(4, 8) == [{"GPU": 4.0, "CPU": 8.0}]
+
+
+def test_a_second_prepare_waits_for_the_first_and_never_builds(tiny_suite, monkeypatch):
+    """While another worker holds the prepare lease, prepare_suite and a worker both wait for its
+    marker (here in vain: the test holds the lease) and then fail with one line; neither builds."""
+    import harness.prepared as prepared
+    from harness.results.lease import try_acquire
+    from harness.suite import load_suite
+
+    suite = load_suite(tiny_suite)
+    marker = prepared.marker_path(suite)
+    marker.unlink(missing_ok=True)
+    monkeypatch.setattr(prepared, "_build", lambda *a: pytest.fail("built while another worker prepares"))
+    monkeypatch.setattr(prepared, "POLL_SECONDS", 0.05)
+    holder = try_acquire(marker.with_suffix(".lock"))
+    try:
+        with pytest.raises(HarnessError, match="not prepared after waiting"):
+            prepared.prepare_suite(suite, log=lambda *_: None, wait_seconds=0.3)
+        with pytest.raises(HarnessError, match=r"run `harness prepare .*tiny.yaml` once"):
+            prepared.require_prepared(suite, wait_seconds=0.0, log=lambda *_: None)
+    finally:
+        holder.release()
+
+
+def test_a_failed_prepare_is_reported_to_waiting_workers(tiny_suite, monkeypatch):
+    import harness.prepared as prepared
+    from harness.suite import load_suite
+
+    suite = load_suite(tiny_suite)
+    marker = prepared.marker_path(suite)
+    marker.unlink(missing_ok=True)
+
+    def broken(*_):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(prepared, "_build", broken)
+    with pytest.raises(OSError):
+        prepared.prepare_suite(suite, log=lambda *_: None)
+    with pytest.raises(HarnessError, match="harness prepare` failed .*disk full"):
+        prepared.require_prepared(suite, wait_seconds=600, log=lambda *_: None)  # fails at once, not in 600 s
+    prepared._failure_path(marker).unlink()
+
+
+def test_prepare_key_ignores_seeds_and_budget_but_not_the_methods(tiny_suite):
+    from harness.prepared import prepare_key
+    from harness.suite import load_suite
+
+    base = prepare_key(load_suite(tiny_suite))
+    assert prepare_key(load_suite(tiny_suite, ["budget.value=3e8", "train.lr=1e-4"])) == base
+    assert prepare_key(load_suite(tiny_suite, ["evaluate.prompts=4"])) != base
