@@ -87,10 +87,12 @@ def run_kwargs(args) -> dict:
 
 def cmd_prepare(args) -> int:
     from harness.models import quiet_libraries
+    from harness.preflight import check_suite
     from harness.prepared import prepare_suite
     from harness.suite import load_suite
 
     suite = load_suite(args.suite, args.set)
+    check_suite(suite, allow_large_budget=args.allow_large_budget)  # before anything is built
     quiet_libraries()
     prepare_suite(suite)
     return 0
@@ -111,7 +113,7 @@ def cmd_submit(args, write_report) -> int:
     check_options(options)
     module.check(options)
     started = time.perf_counter()
-    submission = resolve(args.suite, args.set, args.results)
+    submission = resolve(args.suite, args.set, args.results, allow_large_budget=args.allow_large_budget)
     print(f"{submission.suite.name}: {len(submission.specs)} runs planned, "
           f"{len(submission.specs) - len(submission.todo)} stored, {len(submission.todo)} to run on {args.executor}")
     if submission.todo:

@@ -12,8 +12,7 @@ from typing import Any
 from harness.cache import cache_root
 from harness.errors import HarnessError
 from harness.executors.worker import Task, new_probe, remove_probe
-from harness.plan import RunSpec, deal, plan_suite
-from harness.plugins import load_suite_plugins
+from harness.plan import RunSpec, deal
 from harness.results import ResultStore
 from harness.suite import Suite, load_suite
 
@@ -76,14 +75,15 @@ def check_options(options: SubmitOptions) -> None:
         raise HarnessError(f"--shards {options.shards}: give at least 1")
 
 
-def resolve(suite_text: str, overrides: list[str], results: str) -> Submission:
-    """Load and plan the suite as the workers will, with absolute paths (a worker's working folder
-    is not the driver's)."""
+def resolve(suite_text: str, overrides: list[str], results: str, *, allow_large_budget: bool = False) -> Submission:
+    """Load, check (harness.preflight) and plan the suite as the workers will, with absolute paths
+    (a worker's working folder is not the driver's)."""
+    from harness.preflight import check_suite
+
     suite_path = Path(suite_text).resolve()
     suite = load_suite(suite_path, overrides)
-    load_suite_plugins(suite)
-    specs = plan_suite(suite)
     results_root = Path(results).resolve()
+    specs = check_suite(suite, results_root, allow_large_budget=allow_large_budget)
     store = ResultStore(results_root, suite.name)
     todo = [s for s in specs if not store.has_result(s.run_id)]
     return Submission(suite, suite_path, tuple(overrides), results_root, cache_root().resolve(), specs, todo)
