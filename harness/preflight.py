@@ -66,7 +66,7 @@ def check_results_folder(root: Path, suite_name: str) -> None:
     if folder.is_dir():
         from harness.results import ResultStore
 
-        check_not_damaged(ResultStore(root, suite_name))
+        ResultStore(root, suite_name).check_intact()
 
 
 def _writable(folder: Path) -> bool:
@@ -77,15 +77,6 @@ def _writable(folder: Path) -> bool:
             return True
     except OSError:
         return False
-
-
-def check_not_damaged(store) -> None:
-    """Refuse a results folder with damaged stored files, naming the first and the repair."""
-    damaged = store.damaged()
-    if damaged:
-        path, reason = damaged[0]
-        more = f" (and {len(damaged) - 1} more damaged files; `harness results` lists them)" if len(damaged) > 1 else ""
-        raise HarnessError(f"{path}: damaged stored file ({reason}); {store.repair_hint(path)}{more}")
 
 
 # --------------------------------------------------------------------------- models and data

@@ -74,7 +74,7 @@ def test_a_fault_mid_run_leaves_no_running_manifest_and_no_checkpoint(tmp_path, 
 
     store = ResultStore(tmp_path, "toy")
 
-    def half_done(spec, suite, world, store, started, log):
+    def half_done(spec, suite, world, store, started, log, **_):
         store.write_manifest(spec.run_id, {"run_id": spec.run_id, "status": "running"})
         checkpoint = RunCheckpoint(spec.run_id, 1)
         checkpoint.folder.mkdir(parents=True)
