@@ -11,7 +11,7 @@ from typing import Any
 
 from harness.losses import LOSSES
 from harness.losses.base import SHARED_SPACE
-from harness.train.regimes import REGIMES
+from harness.losses.regimes import REGIMES
 
 # Text-table columns: (header, key in describe_methods()'s dicts). `formula` stays in --json: it
 # is too long for one aligned line.

@@ -2,6 +2,11 @@
 
 Each RunSpec is plain data whose content hash is its run_id: the same resolved spec always gets
 the same id, so re-running a suite finds what is stored and runs only what is missing.
+
+A spec keeps the loss's and the regime's hyper-parameters apart (each travels to its consumer
+unchanged: loss -> TrainSetup -> the loss function, regime -> the regime's procedure); the run id
+hashes their union, as it always has. Importing this module imports no torch: the losses' and
+regimes' declarations are loaded when a suite is planned.
 """
 
 from __future__ import annotations
@@ -10,12 +15,13 @@ import itertools
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.cache import content_hash
-from harness.losses import get_loss
-from harness.train.regimes import resolve_method_hparams
 from harness.suite import SANDBOX, Budget, DataConfig, EvalConfig, MethodEntry, Suite, TrainConfig, identity_fields
+
+if TYPE_CHECKING:  # a type name only: importing the losses imports torch
+    from harness.losses.regimes import MethodHparams
 
 START = "start"  # the method name of the untrained starting model's evaluation run
 
@@ -27,7 +33,8 @@ class RunSpec:
     suite: str
     method: str
     method_version: str
-    hparams: tuple[tuple[str, Any], ...]  # resolved, defaults included, sorted
+    loss_hparams: tuple[tuple[str, Any], ...]  # resolved, defaults included, sorted
+    regime_hparams: tuple[tuple[str, Any], ...]  # the loss's regime's, likewise
     seed: int
     model: str
     dataset: str
@@ -42,8 +49,9 @@ class RunSpec:
         return self.method != START
 
     @property
-    def hparams_dict(self) -> dict[str, Any]:
-        return dict(self.hparams)
+    def hparams(self) -> dict[str, Any]:
+        """Every hyper-parameter of the run, the loss's and the regime's: what the id hashes."""
+        return dict(sorted([*self.loss_hparams, *self.regime_hparams]))
 
     @property
     def run_id(self) -> str:
@@ -53,7 +61,7 @@ class RunSpec:
         """Everything that determines the result (the run_id is its hash)."""
         return {
             "method": self.method, "method_version": self.method_version,
-            "hparams": dict(self.hparams), "seed": self.seed, "model": self.model,
+            "hparams": self.hparams, "seed": self.seed, "model": self.model,
             "dataset": self.dataset, "sandbox": dict(self.sandbox),
             # how a real dataset is read; absent for the sandbox, whose run ids predate it
             **({"data": asdict(self.data)} if self.dataset != SANDBOX else {}),
@@ -66,19 +74,24 @@ class RunSpec:
         """A short human name: the method, and its hyper-parameters when they differ from defaults."""
         if not self.trains:
             return START
-        loss = get_loss(self.method)
-        defaults = resolve_method_hparams(loss, {})
-        changed = {k: v for k, v in self.hparams if defaults.get(k) != v}
+        from harness.losses import get_loss
+        from harness.losses.regimes import resolve_method_hparams
+
+        defaults = resolve_method_hparams(get_loss(self.method), {}).union()
+        changed = {k: v for k, v in self.hparams.items() if defaults.get(k) != v}
         args = ", ".join(f"{k}={v}" for k, v in changed.items())
         return f"{self.method}({args})" if args else self.method
 
     def hparams_json(self) -> str:
-        return json.dumps(dict(self.hparams), sort_keys=True)
+        return json.dumps(self.hparams, sort_keys=True)
 
 
 def plan_suite(suite: Suite) -> list[RunSpec]:
     """The starting model's run first, then every method setting × seed, in suite order."""
-    runs = [_spec(suite, START, "1", {}, suite.seeds[0])]
+    from harness.losses import get_loss
+    from harness.losses.regimes import MethodHparams, resolve_method_hparams
+
+    runs = [_spec(suite, START, "1", MethodHparams({}, {}), suite.seeds[0])]
     for entry in suite.methods:
         loss = get_loss(entry.name, where=f"{suite.where('methods')}: methods")
         for hparams in _grid(entry):
@@ -88,10 +101,11 @@ def plan_suite(suite: Suite) -> list[RunSpec]:
     return _unique(runs)
 
 
-def _spec(suite: Suite, method: str, version: str, hparams: dict[str, Any], seed: int) -> RunSpec:
+def _spec(suite: Suite, method: str, version: str, hparams: MethodHparams, seed: int) -> RunSpec:
     return RunSpec(
         suite=suite.name, method=method, method_version=version,
-        hparams=tuple(sorted(hparams.items())), seed=seed, model=suite.model,
+        loss_hparams=tuple(sorted(hparams.loss.items())), regime_hparams=tuple(sorted(hparams.regime.items())),
+        seed=seed, model=suite.model,
         dataset=suite.dataset, sandbox=tuple(sorted(suite.sandbox.items())), data=suite.data,
         budget=suite.budget, train=suite.train, evaluate=suite.evaluate,
     )

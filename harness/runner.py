@@ -29,6 +29,7 @@ from harness.evaluate.stats import bootstrap_mean
 from harness.fingerprint import world_fingerprint
 from harness.logprobs import completion_token_logps
 from harness.losses import get_loss
+from harness.losses.regimes import REGIMES, RegimeSpec, train_data_shape
 from harness.models import frozen_copy, load_policy, load_tokenizer, pick_device, resolve_model_path
 from harness.needs import unmet_needs
 from harness.plan import RunSpec, plan_suite, shard_ids
@@ -44,9 +45,9 @@ from harness.train.checkpoint import RunCheckpoint
 from harness.train.distributed import barrier, broadcast, is_main, launched_distributed
 from harness.train.flops import ModelShape
 from harness.train.hardware import mfu
-from harness.train.loop import NonFiniteLoss, TrainResult, TrainSetup, estimate_steps, step_cost
+from harness.train.loop import NonFiniteLoss, TrainResult, TrainSetup, forecast_phase
 from harness.train.reference import cached_reference_sums, folder_fingerprint
-from harness.train.regimes import REGIMES, RegimeRun, regime_data_shape, split_hparams
+from harness.train.regimes import RegimeRun, run_regime
 
 # The sandbox's training files for each data shape the trainer consumes, and their tokenizers.
 SANDBOX_TRAIN_FILES = {"paired": "pairs_train", "unpaired": "unpaired_train", "sessions": "sessions_train", "sft": "sft_train"}
@@ -253,9 +254,9 @@ def check_trainable(spec: RunSpec, suite: Suite, world: World) -> None:
     if not spec.trains:
         return
     method = _method_run(spec, suite, world, with_reference_cache=False)
-    if method.data_shape == "sft":  # the regime reads demonstrations too (SPIN)
+    if method.regime.data:  # the regime reads rows of its own too (SPIN: demonstrations)
         try:
-            world.rows("sft")
+            world.rows(method.regime.data)
         except HarnessError as err:
             raise HarnessError(f"{suite.where('methods')}: method {spec.method!r}: {err}") from None
 
@@ -279,8 +280,12 @@ def _selected(specs: list[RunSpec], shard: tuple[int, int] | None, run_ids: list
 
 def run_one(spec: RunSpec, suite: Suite, world: World, store: ResultStore, *, log=print,
             lease: Lease | None = None) -> RunOutcome:
-    """Train, evaluate and store one run. Under a `lease`, every write (and checkpoint save) first
-    checks that the lease is still held: a worker whose run was taken over stops, writing nothing."""
+    """Train, evaluate and store one run. The manifest says "running" from the start, so a crash
+    leaves a trace; a non-finite loss is recorded as a failed run (no parquet) and the suite goes
+    on. Under a data-parallel launch every process trains, and only the main one evaluates and
+    writes (the barriers keep the helpers in step with it). Under a `lease`, every write (and
+    checkpoint save) first checks that the lease is still held: a worker whose run was taken over
+    stops, writing nothing."""
     started = time.perf_counter()
     if not is_main():  # a data-parallel helper: train, then leave evaluation to the main process
         return _train_as_helper(spec, suite, world, started)
@@ -317,7 +322,7 @@ def _run_and_store(spec: RunSpec, suite: Suite, world: World, store: ResultStore
     check()
     store.write_manifest(spec.run_id, {**manifest, "status": "running"})
     try:
-        policy, trained = _train(spec, suite, world, guard=check)
+        policy, trained = _train(spec, suite, world, guard=check, log=log)
         barrier()
         evaluation = evaluate_policy(
             policy, world.start_model, world.tokenizer, world.eval_prompts, world.baseline(suite),
@@ -359,17 +364,17 @@ class MethodRun:
     """A planned run resolved against the world: its loss, regime, data and standard setup."""
 
     loss: Any
-    regime: Any
-    regime_hparams: dict[str, Any]
-    data_shape: str
+    regime: RegimeSpec
+    data_shape: str  # the world's data the loss trains on ("paired", "unpaired", "sessions")
     setup: TrainSetup
 
 
-def _method_run(spec: RunSpec, suite: Suite, world: World, *, with_reference_cache: bool = True) -> MethodRun:
+def _method_run(spec: RunSpec, suite: Suite, world: World, *, with_reference_cache: bool = True,
+                log=None) -> MethodRun:
     loss = get_loss(spec.method)
     regime = REGIMES.get(loss.regime)
-    shape = regime_data_shape(regime, loss)
-    data = world.data("paired" if shape == "sft" else shape)
+    shape = train_data_shape(loss)
+    data = world.data(shape)
     missing = unmet_needs(loss.needs, data)
     if missing:
         raise HarnessError(f"{suite.path}: method {spec.method!r} needs {missing[0]!r}, which the "
@@ -378,31 +383,34 @@ def _method_run(spec: RunSpec, suite: Suite, world: World, *, with_reference_cac
         raise HarnessError(f"{suite.path}: train.batch_size = {spec.train.batch_size} is more than the {len(data)} "
                            f"{shape} examples of dataset {suite.dataset!r} (method {spec.method!r}); lower "
                            "train.batch_size or give more data")
-    loss_hparams, regime_hparams = split_hparams(loss, regime, spec.hparams_dict)
-    cache = with_reference_cache and loss.uses_reference and shape != "sft"
+    # A regime that makes its own pairs from rows of its own (SPIN) never reads the start model's
+    # log-probs of `data`: computing them would be wasted.
+    cache = with_reference_cache and loss.uses_reference and regime.data is None
     setup = TrainSetup(
-        loss=loss, hparams=loss_hparams, data=data, budget=spec.budget, config=spec.train,
+        loss=loss, hparams=dict(spec.loss_hparams), data=data, budget=spec.budget, config=spec.train,
         seed=spec.seed, pad_id=world.tokenizer.pad_token_id,
         reference=world.start_model if loss.uses_reference else None,
         cached_reference=world.reference_sums(shape) if cache else None,
-        progress=f"{spec.label()}: training",
+        progress=f"{spec.label()}: training", log=log,
     )
-    return MethodRun(loss, regime, regime_hparams, shape, setup)
+    return MethodRun(loss, regime, shape, setup)
 
 
-def _train(spec: RunSpec, suite: Suite, world: World, *, guard=None) -> tuple[torch.nn.Module, TrainResult]:
+def _train(spec: RunSpec, suite: Suite, world: World, *, guard=None, log=None) -> tuple[torch.nn.Module, TrainResult]:
     """The trained policy (the start model itself for the start run) and its accounting. `guard`
-    is called before every checkpoint save (a lease check: a worker that lost the run stops)."""
+    is called before every checkpoint save (a lease check: a worker that lost the run stops);
+    `log` gets each training phase's budget forecast before it trains (its expected optimizer
+    steps and what each costs)."""
     if not spec.trains:
         return world.start_model, TrainResult(Accounting(), seconds=0.0)
-    method = _method_run(spec, suite, world)
+    method = _method_run(spec, suite, world, log=log)
     policy = load_policy(world.start_path, world.device)
     run = RegimeRun(
         policy=policy, start_model=world.start_model, setup=method.setup, tokenizer=world.tokenizer,
-        sft_rows=world.rows("sft") if method.data_shape == "sft" else None,
+        rows=world.rows(method.regime.data) if method.regime.data else None,
         checkpoint=RunCheckpoint(spec.run_id, spec.train.checkpoint_every, guard=guard),
     )
-    return policy, method.regime.fn(run, **method.regime_hparams)
+    return policy, run_regime(method.regime.name, run, dict(spec.regime_hparams))
 
 
 def estimate_plan(suite: Suite, specs: list[RunSpec]) -> dict[str, tuple[int, float]]:
@@ -418,17 +426,9 @@ def estimate_plan(suite: Suite, specs: list[RunSpec]) -> dict[str, tuple[int, fl
     out = {}
     for spec in specs:
         if spec.trains:
-            method = _method_run(spec, suite, world, with_reference_cache=False)
-            steps = estimate_steps(shape, method.setup)
-            out[spec.run_id] = (steps, _budget_flops(spec, method.setup, shape, steps) / flops_per_second)
+            forecast = forecast_phase(shape, _method_run(spec, suite, world, with_reference_cache=False).setup)
+            out[spec.run_id] = (forecast.steps, forecast.flops / flops_per_second)
     return out
-
-
-def _budget_flops(spec: RunSpec, setup: TrainSetup, shape: ModelShape, steps: int) -> float:
-    if spec.budget.kind == "flops":
-        return spec.budget.value
-    batch = setup.data.collate(list(range(setup.config.batch_size)), setup.pad_id, kl_pairs=setup.kl_pairs)
-    return step_cost(batch, shape, setup).flops * steps
 
 
 def measure_train_flops_per_second(world: World, repeats: int = 3) -> float:
@@ -456,8 +456,7 @@ def _implicit_reward_rows(spec: RunSpec, suite: Suite, world: World, policy, ste
     if not defines_implicit_reward(loss):
         return []
     pairs = paired_from_rows(world.tokenizer, read_jsonl(world.files["eval_pairs"]), world.max_length)
-    loss_hparams, _ = split_hparams(loss, REGIMES.get(loss.regime), spec.hparams_dict)
-    accuracies = implicit_reward_accuracies(policy, world.start_model, loss, loss_hparams, pairs,
+    accuracies = implicit_reward_accuracies(policy, world.start_model, loss, dict(spec.loss_hparams), pairs,
                                             world.tokenizer.pad_token_id)
     if accuracies is None:
         return []
@@ -534,7 +533,7 @@ def _sampling_record(spec: RunSpec, world: World) -> dict[str, Any]:
                                              "backend": spec.evaluate.backend}}
     if world.sandbox is not None and spec.dataset == SANDBOX:
         record["sandbox_data"] = sampling_fields(world.sandbox.sampling(world.sandbox.max_new_tokens))
-    generation = {k: v for k, v in spec.hparams if k.startswith("gen_")}
+    generation = {k: v for k, v in spec.regime_hparams if k.startswith("gen_")}
     if generation:
         record["training_generation"] = generation
     return record

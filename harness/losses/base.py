@@ -249,7 +249,7 @@ class LossSpec:
     version: str = "1"
     constraints: Mapping[str, Constraint] = field(default_factory=dict)
     state: tuple[str, ...] = ()
-    regime: str = "standard"  # the training procedure around the loop (harness.train.regimes)
+    regime: str = "standard"  # the training procedure around the loop (harness.losses.regimes)
     origin: str = "built-in"
     search_space: Mapping[str, Dimension] = field(default_factory=dict)  # the loss's own; see `space`
     trains_rejected: bool = True  # False: only the chosen completion gets a gradient (SFT)

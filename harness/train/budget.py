@@ -1,7 +1,9 @@
 """The compute budget of one run and its accounting.
 
 A step's cost is known before it runs (its sequences' lengths and which passes the loss needs),
-so the loop stops at the last step that fits: a run never exceeds its budget.
+so the loop stops at the last step that fits: a run never exceeds its budget. The same per-step
+amounts give the forecast (`forecast`) that sizes the learning-rate schedule, is printed before
+training and estimates `harness plan`'s steps and times.
 """
 
 from __future__ import annotations
@@ -25,6 +27,12 @@ class StepCost:
     @property
     def flops(self) -> float:
         return self.flops_policy + self.flops_reference + self.flops_generation
+
+    @staticmethod
+    def mean(costs: list[StepCost]) -> StepCost:
+        """The average step of `costs` (its counts are then fractional)."""
+        n = len(costs)
+        return StepCost(**{k: sum(getattr(c, k) for c in costs) / n for k in asdict(costs[0])})
 
 
 @dataclass
@@ -85,3 +93,33 @@ def step_amount(cost: StepCost, kind: str) -> float:
 def fits(accounting: Accounting, cost: StepCost, budget: Budget) -> bool:
     """Whether the step can run without exceeding the budget."""
     return accounting.used(budget.kind) + step_amount(cost, budget.kind) <= budget.value * (1 + 1e-12)
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """What a phase's budget buys: the expected optimizer steps and the cost of an average step."""
+
+    steps: int
+    step: StepCost
+
+    @property
+    def flops(self) -> float:
+        return self.steps * self.step.flops
+
+    def describe(self) -> str:
+        """One line, printed before training (as nanochat prints its iteration count and FLOPs)."""
+        s = self.step
+        return (f"~{self.steps} optimizer steps; each ~{s.examples:.0f} examples, ~{s.policy_tokens:,.0f} policy "
+                f"tokens, {s.flops:.3g} FLOPs (policy {s.flops_policy:.3g}, reference {s.flops_reference:.3g})")
+
+
+def forecast(costs: list[StepCost], budget: Budget, spent: Accounting) -> Forecast:
+    """Expected optimizer steps under `budget` once `spent` is used, from the costs of a sample of
+    steps: what is left divided by the mean per-step amount (`step_amount`, as the stop rule
+    counts), at least one; a steps budget is its own count."""
+    per_step = sum(step_amount(c, budget.kind) for c in costs) / len(costs)
+    if budget.kind == "steps":
+        steps = int(budget.value)
+    else:
+        steps = max(int((budget.value - spent.used(budget.kind)) // per_step), 1)
+    return Forecast(steps, StepCost.mean(costs))

@@ -23,7 +23,7 @@ from harness.losses import LossSpec
 from harness.needs import StepContext, loss_inputs_for, reference_runs_live
 from harness.suite import Budget, TrainConfig
 from harness.train import hardware
-from harness.train.budget import Accounting, StepCost, fits, step_amount
+from harness.train.budget import Accounting, Forecast, StepCost, fits, forecast, step_amount
 from harness.train.checkpoint import RunCheckpoint, rng_state, set_rng_state
 from harness.train.data import epoch_batches, micro_batches
 from harness.train.distributed import all_finite, is_main, shard, wrap_for_training
@@ -70,6 +70,7 @@ class TrainSetup:
     step_offset: int = 0  # optimizer steps of earlier phases, so curves have one step axis
     after_step: Callable[[int], None] | None = None  # a regime's hook, given the phase's step
     progress: str | None = None  # a progress-bar label, or None for no bar
+    log: Callable[[str], Any] | None = None  # gets the phase's budget forecast before it trains
 
     @property
     def live_reference(self) -> bool:
@@ -105,16 +106,14 @@ def step_cost(batch: Batch, shape: ModelShape, setup: TrainSetup) -> StepCost:
     )
 
 
-def estimate_steps(shape: ModelShape, setup: TrainSetup) -> int:
-    """Expected optimizer steps under the budget, from the cost of a sample of full batches."""
-    if setup.budget.kind == "steps":
-        return int(setup.budget.value)
+def forecast_phase(shape: ModelShape, setup: TrainSetup) -> Forecast:
+    """The one estimate of a phase's optimizer steps and per-step cost, from a sample of up to
+    eight full batches: it sizes the schedule, is printed before a run trains, and is
+    `harness plan`'s estimate."""
     size = min(len(setup.data), setup.config.batch_size)
     sample = [setup.data.collate(list(range(i, i + size)), setup.pad_id, kl_pairs=setup.kl_pairs)
               for i in range(0, min(len(setup.data) - size + 1, 8 * size), size)]
-    per_step = sum(step_amount(step_cost(b, shape, setup), setup.budget.kind) for b in sample) / len(sample)
-    spent = setup.initial.used(setup.budget.kind)
-    return max(int((setup.budget.value - spent) // per_step), 1)
+    return forecast([step_cost(b, shape, setup) for b in sample], setup.budget, setup.initial)
 
 
 def forward(policy, batch: Batch, setup: TrainSetup) -> tuple[CompletionStats, CompletionStats | None]:
@@ -142,7 +141,13 @@ def train_policy(policy: torch.nn.Module, setup: TrainSetup, checkpoint: PhaseCh
     torch.manual_seed(setup.seed)
     device = next(policy.parameters()).device
     shape = ModelShape.of(policy)
-    total_steps = estimate_steps(shape, setup)
+    plan = forecast_phase(shape, setup)
+    total_steps = plan.steps
+    if setup.log is not None and is_main():
+        spent = setup.initial.used(setup.budget.kind)
+        already = f" ({spent:.3g} spent before its first step)" if spent else ""
+        setup.log(f"  {setup.progress or 'training'}: budget {setup.budget.kind}={setup.budget.value:.3g}{already}: "
+                  f"{plan.describe()}")
     trained = wrap_for_training(policy)  # DDP/FSDP under a multi-process launch, else `policy`
     optimizer, scheduler = make_optimizer(trained, setup.config, total_steps)
     result = TrainResult(Accounting(**setup.initial.as_counts()))

@@ -1,15 +1,7 @@
-"""Regimes: the procedure around the one training loop, for methods that change the procedure
-and not just the formula. A loss names its regime (`register_loss(..., regime=...)`); a regime's
-keyword-only parameters are hyper-parameters given in the suite next to the loss's.
-
-- standard: one pass of the loop against the frozen starting model.
-- reference_sync (TR-DPO): the reference is updated every `sync_every` steps, softly
-  (π_ref ← α πθ + (1 − α) π_ref in weight space) or hard (α = 1).
-- stages (sDPO): the data's ordered stages one after another; the reference of stage t is the
-  model after stage t − 1.
-- spin_iterations (SPIN): each iteration generates the rejected responses with the current
-  model on the SFT prompts, the SFT responses are the chosen ones, and the reference is the
-  previous iterate; generation FLOPs come out of the budget.
+"""Regimes: the procedures around the one training loop, for methods that change the procedure
+and not just the formula. Their names, hyper-parameters (defaults, constraints) and own data are
+declared in harness.losses.regimes; each procedure here implements one declared name and takes
+exactly its declared hyper-parameters, resolved, as keyword arguments.
 
 The budget is shared equally by a regime's phases; each phase stops at its share.
 """
@@ -17,19 +9,20 @@ The budget is shared equally by a regime's phases; each phase stops at its share
 from __future__ import annotations
 
 import copy
+import inspect
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 
-from harness.data.batches import PairedData, TrainData
+from harness.data.batches import PairedData
 from harness.data.tokenize import encode_ids, encode_pair, prompt_ids
 from harness.errors import HarnessError
 from harness.generation import sample_completions
-from harness.sampling import SamplingConfig
-from harness.losses.base import Constraint, in_range, keyword_defaults, non_negative, positive, resolve_hparams
+from harness.losses.regimes import REGIMES
 from harness.registry import Registry
+from harness.sampling import SamplingConfig
 from harness.suite import Budget
 from harness.train.budget import Accounting
 from harness.train.checkpoint import RunCheckpoint, load_weights
@@ -46,30 +39,33 @@ class RegimeRun:
     start_model: torch.nn.Module  # frozen
     setup: TrainSetup  # the standard setup: the whole budget, the start model as reference
     tokenizer: Any
-    sft_rows: list[dict] | None = None  # SPIN's demonstrations (prompt, completion)
+    rows: list[dict] | None = None  # the rows the regime declared it reads (SPIN: SFT demonstrations)
     checkpoint: RunCheckpoint | None = None
 
 
-@dataclass(frozen=True)
-class Regime:
-    name: str
-    fn: Callable[..., TrainResult]
-    data: str | None = None  # the data shape the regime trains on, when it differs from the loss's
-    constraints: dict[str, Constraint] = field(default_factory=dict)
-
-    @property
-    def hparams(self) -> dict[str, Any]:
-        return keyword_defaults(self.fn)
-
-    def resolve(self, given: dict[str, Any] | None, *, where: str = "") -> dict[str, Any]:
-        return resolve_hparams(f"regime {self.name!r}", self.hparams, self.constraints, given, where=where)
+Procedure = Callable[..., TrainResult]
+PROCEDURES: Registry[Procedure] = Registry("regime procedure")
 
 
-REGIMES: Registry[Regime] = Registry("regime")
+def implements(name: str) -> Callable[[Procedure], Procedure]:
+    """Register the procedure of the declared regime `name`; its keyword-only parameters must be
+    the declaration's hyper-parameters (their defaults live in the declaration only)."""
+    declared = set(REGIMES.get(name).hparams)
+
+    def wrap(fn: Procedure) -> Procedure:
+        params = inspect.signature(fn).parameters.values()
+        taken = {p.name for p in params if p.kind is p.KEYWORD_ONLY}
+        if taken != declared:
+            raise HarnessError(f"regime {name!r}: the procedure takes {sorted(taken)}, the declaration {sorted(declared)}")
+        PROCEDURES.add(name, fn)
+        return fn
+
+    return wrap
 
 
-def register_regime(name: str, *, data: str | None = None, constraints: dict[str, Constraint] | None = None):
-    return REGIMES.decorator(name, lambda fn: Regime(name, fn, data, dict(constraints or {})))
+def run_regime(name: str, run: RegimeRun, hparams: dict[str, Any]) -> TrainResult:
+    """Train with the regime `name` and its resolved hyper-parameters."""
+    return PROCEDURES.get(name)(run, **hparams)
 
 
 def _combine(results: list[TrainResult]) -> TrainResult:
@@ -111,7 +107,7 @@ def _result_from_state(state: dict[str, Any]) -> TrainResult:
     return TrainResult(Accounting(**state["accounting"]), state["curve"], state["seconds"], state["peak_memory_mb"])
 
 
-@register_regime("standard")
+@implements("standard")
 def standard(run: RegimeRun) -> TrainResult:
     """One pass of the loop; the reference is the frozen start model (cached sums where possible)."""
     resume = _resume_state(run)
@@ -126,12 +122,9 @@ def _soft_update(reference: torch.nn.Module, policy: torch.nn.Module, alpha: flo
             ref_param.mul_(1.0 - alpha).add_(param.detach(), alpha=alpha)
 
 
-@register_regime("reference_sync", constraints={"sync_alpha": in_range(0.0, 1.0, low_open=True),
-                                                 "sync_every": positive()})
-def reference_sync(run: RegimeRun, *, sync_alpha: float = 0.6, sync_every: int = 512) -> TrainResult:
-    """TR-DPO: every `sync_every` optimizer steps, π_ref ← α πθ + (1 − α) π_ref (α = 1: hard).
-    Defaults are TRL's (ref_model_mixup_alpha 0.6, ref_model_sync_steps 512); the paper finds
-    α ≈ 0.5–0.6 and τ ≈ 256–512 best at its scale; small sandbox runs need a smaller τ."""
+@implements("reference_sync")
+def reference_sync(run: RegimeRun, *, sync_alpha: float, sync_every: int) -> TrainResult:
+    """TR-DPO: every `sync_every` optimizer steps, π_ref ← α πθ + (1 − α) π_ref (α = 1: hard)."""
     resume = _resume_state(run)
     reference = copy.deepcopy(run.start_model)
     if resume:
@@ -165,8 +158,8 @@ def _enter_phase(run: RegimeRun, resume: dict[str, Any] | None, phase: int) -> t
     return reference
 
 
-@register_regime("stages", constraints={"stages": positive()})
-def stages(run: RegimeRun, *, stages: int = 2) -> TrainResult:
+@implements("stages")
+def stages(run: RegimeRun, *, stages: int) -> TrainResult:
     """sDPO: train on the data's stages in order (the data's `stage` column, easy to hard); the
     reference of stage t is the model after stage t − 1; each stage gets 1/stages of the budget."""
     data = run.setup.data
@@ -198,23 +191,19 @@ def stages(run: RegimeRun, *, stages: int = 2) -> TrainResult:
     return _combine(done)
 
 
-@register_regime("spin_iterations", data="sft",
-                 constraints={"iterations": positive(), "gen_temperature": in_range(0.0, 10.0, low_open=True),
-                              "gen_top_k": non_negative(), "gen_top_p": in_range(0.0, 1.0, low_open=True),
-                              "gen_max_new_tokens": positive()})
-def spin_iterations(run: RegimeRun, *, iterations: int = 2, mix_previous: bool = False,
-                    gen_max_new_tokens: int = 24, gen_temperature: float = 1.0, gen_top_k: int = 0,
-                    gen_top_p: float = 1.0) -> TrainResult:
+@implements("spin_iterations")
+def spin_iterations(run: RegimeRun, *, iterations: int, mix_previous: bool, gen_max_new_tokens: int,
+                    gen_temperature: float, gen_top_k: int, gen_top_p: float) -> TrainResult:
     """SPIN: iteration k generates y' ~ π_k for every SFT prompt, trains on (chosen = the SFT
     response, rejected = y') with π_k as the reference, and yields π_{k+1}. With mix_previous the
     previous iteration's generated pairs are trained on too (the paper's data mixing). The
     budget is split equally over the iterations; each pays for its own generation. gen_*: how
     y' is sampled (harness.sampling; the defaults draw from π_k itself, top-k and top-p off)."""
-    if not run.sft_rows:
+    if not run.rows:
         raise HarnessError("regime 'spin_iterations' needs SFT demonstrations (prompt, completion)")
     tokenizer, pad_id, max_length = run.tokenizer, run.setup.pad_id, run.setup.config.max_length
-    prompts = [r["prompt"] for r in run.sft_rows]
-    chosen = [encode_pair(tokenizer, r["prompt"], r["completion"], max_length) for r in run.sft_rows]
+    prompts = [r["prompt"] for r in run.rows]
+    chosen = [encode_pair(tokenizer, r["prompt"], r["completion"], max_length) for r in run.rows]
     shape = ModelShape.of(run.policy)
     resume = _resume_state(run)
     done = [_result_from_state(s) for s in resume["done"]] if resume else []
@@ -259,31 +248,3 @@ def _spin_pairs(chosen, prompts, generated, k, mix_previous, tokenizer, max_leng
             chosen_rows.append(chosen[i])
             rejected_rows.append(encode_ids(head, tail))
     return PairedData(chosen_rows, rejected_rows)
-
-
-def regime_data_shape(regime: Regime, loss) -> str:
-    """The data a method trains on: the regime's if it says, else from the loss's declarations."""
-    if regime.data:
-        return regime.data
-    if "segments" in loss.needs:
-        return "sessions"
-    return loss.data
-
-
-def split_hparams(loss, regime: Regime, hparams: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A run's flat hyper-parameters into (the loss's, the regime's)."""
-    loss_keys = set(loss.hparams)
-    return ({k: v for k, v in hparams.items() if k in loss_keys},
-            {k: v for k, v in hparams.items() if k not in loss_keys})
-
-
-def resolve_method_hparams(loss, given: dict[str, Any] | None, *, where: str = "") -> dict[str, Any]:
-    """Resolve a suite's hyper-parameters for a method: the loss's and its regime's together."""
-    regime = REGIMES.get(loss.regime, where=f"loss {loss.name!r}")
-    overlap = set(loss.hparams) & set(regime.hparams)
-    if overlap:
-        raise HarnessError(f"loss {loss.name!r} and regime {regime.name!r} both define {sorted(overlap)}")
-    given = dict(given or {})
-    loss_given = {k: v for k, v in given.items() if k in loss.hparams or k not in regime.hparams}
-    regime_given = {k: v for k, v in given.items() if k in regime.hparams}
-    return {**loss.resolve(loss_given, where=where), **regime.resolve(regime_given, where=where)}
