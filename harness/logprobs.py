@@ -64,15 +64,13 @@ def sequence_logps(token_logps: Tensor, completion_mask: Tensor) -> tuple[Tensor
     return (token_logps * completion_mask).sum(-1), completion_mask.sum(-1).float()
 
 
-def completion_vocab_kl(
-    policy_logits: Tensor, reference_logits: Tensor, completion_mask: Tensor
-) -> Tensor:
-    """KL(π_ref(·|x,y<t) ‖ πθ(·|x,y<t)) summed over the vocabulary, per position: (B, T).
-
-    From whole (B, T, V) logits; `completion_logps_and_vocab_kl` computes the same from the
-    models without ever holding them.
+def completion_kl(p_logits: Tensor, q_logits: Tensor, completion_mask: Tensor) -> Tensor:
+    """KL(p ‖ q) = Σ_v p (log p − log q) per completion position: (B, T), from whole (B, T, V)
+    logits; the expectation is under the first argument. KL(πθ ‖ π_ref), evaluation's KL, is
+    `completion_kl(policy_logits, reference_logits, mask)`; TDPO's KL(π_ref ‖ πθ) swaps them
+    (`completion_logps_and_vocab_kl` computes that one from the models without holding logits).
     """
-    return _vocab_kl(policy_logits, reference_logits) * completion_mask
+    return _kl(p_logits, q_logits) * completion_mask
 
 
 def completion_entropy(logits: Tensor, completion_mask: Tensor) -> Tensor:
@@ -84,18 +82,17 @@ def completion_entropy(logits: Tensor, completion_mask: Tensor) -> Tensor:
 # Per-row math on (..., V) logits; float32, log_softmax only
 
 
-def _vocab_kl(policy_logits: Tensor, reference_logits: Tensor) -> Tensor:
-    """Σ_v p_ref (log p_ref − log pθ) over the last dimension, from logits.
+def _kl(p_logits: Tensor, q_logits: Tensor) -> Tensor:
+    """KL(p ‖ q) = Σ_v p (log p − log q) over the last dimension, from logits.
 
     log_softmax on both sides: softmax().log() would give 0·(−inf) = NaN on underflow.
     """
-    policy = F.log_softmax(policy_logits.float(), dim=-1)
-    reference = F.log_softmax(reference_logits.float(), dim=-1)
-    return _kl_from_logps(policy, reference)
+    return _kl_from_logps(F.log_softmax(p_logits.float(), dim=-1), F.log_softmax(q_logits.float(), dim=-1))
 
 
-def _kl_from_logps(policy_logps: Tensor, reference_logps: Tensor) -> Tensor:
-    return (reference_logps.exp() * (reference_logps - policy_logps)).sum(-1)
+def _kl_from_logps(p_logps: Tensor, q_logps: Tensor) -> Tensor:
+    """KL(p ‖ q) over the last dimension, from log-probs."""
+    return (p_logps.exp() * (p_logps - q_logps)).sum(-1)
 
 
 def _entropy(logits: Tensor) -> Tensor:
@@ -362,7 +359,7 @@ def _chunk_stats(
             reference_logps = F.log_softmax(reference_head(reference_rows).float(), dim=-1)
             out.append(reference_logps.gather(-1, targets.unsqueeze(-1)).squeeze(-1))
         if want_kl:
-            out.append(_kl_from_logps(policy_logps, reference_logps))
+            out.append(_kl_from_logps(reference_logps, policy_logps))  # KL(π_ref ‖ πθ), TDPO's
     if want_entropy:
         out.append(_entropy_from_logps(policy_logps))
     if want_collision:

@@ -98,11 +98,6 @@ def headline_of(metrics: pd.DataFrame) -> tuple[str, ...]:
     return (reward_key(metrics), WIN_RATE, kl, *[k for k in (KL_K3, KL_K1) if k != kl and k in _keys(metrics)])
 
 
-def metric_key(evaluator: str, metric: str) -> str:
-    """The name of a metric across the package: "evaluator/metric"."""
-    return f"{evaluator}/{metric}"
-
-
 def final_eval(metrics: pd.DataFrame) -> pd.DataFrame:
     """The held-out measurements: split "eval" rows at each run's last step, with a "key" column.
 

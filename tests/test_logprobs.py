@@ -221,12 +221,12 @@ def test_empty_completion_and_sequence_logps():
 
 
 def test_whole_logits_helpers_are_underflow_safe():
-    """completion_vocab_kl / completion_entropy (kept for callers holding logits) give finite values
+    """completion_kl / completion_entropy (kept for callers holding logits) give finite values
     where a softmax underflows to 0 (log_softmax on both sides, never softmax().log())."""
     policy = torch.tensor([[[0.0, -1e4, 5.0]]])
     reference = torch.tensor([[[0.0, -1e5, 1.0]]])
     mask = torch.ones(1, 1)
-    kl = logprobs.completion_vocab_kl(policy, reference, mask)
+    kl = logprobs.completion_kl(reference, policy, mask)  # KL(π_ref ‖ πθ), as naive_kl computes
     assert torch.isfinite(kl).all() and kl.item() > 0
     assert torch.isfinite(logprobs.completion_entropy(policy, mask)).all()
     torch.testing.assert_close(kl, naive_kl(policy, reference, mask))
@@ -246,3 +246,13 @@ def test_bfloat16_model_gives_float32_results():
     got = logprobs.completion_token_logps(model, ids, mask, completion, chunk_size=4)
     assert got.dtype == torch.float32
     torch.testing.assert_close(got, naive_token_logps(model, ids, mask, completion), atol=5e-2, rtol=0)
+
+
+def test_completion_kl_takes_the_expectation_under_its_first_argument():
+    """Hand-derived, p = (0.5, 0.5), q = (0.9, 0.1):
+    KL(p ‖ q) = 0.5 ln(0.5/0.9) + 0.5 ln(0.5/0.1) = 0.5·(−0.587787) + 0.5·1.609438 = 0.510826;
+    KL(q ‖ p) = 0.9 ln(0.9/0.5) + 0.1 ln(0.1/0.5) = 0.9·0.587787 − 0.1·1.609438 = 0.368064."""
+    p, q = torch.tensor([[[0.5, 0.5]]]).log(), torch.tensor([[[0.9, 0.1]]]).log()
+    mask = torch.ones(1, 1)
+    torch.testing.assert_close(logprobs.completion_kl(p, q, mask), torch.tensor([[0.510826]]), atol=1e-6, rtol=0)
+    torch.testing.assert_close(logprobs.completion_kl(q, p, mask), torch.tensor([[0.368064]]), atol=1e-6, rtol=0)

@@ -23,7 +23,7 @@ from harness.evaluate.metrics import pairwise_outcomes  # importing it registers
 from harness.evaluate.registry import EVALUATORS, ScoredSamples
 from harness.evaluate.reward_models import RewardModel, as_reward_model, reward_model_name
 from harness.generation import Completion, SamplingConfig, sample_completions
-from harness.logprobs import token_logps_from_logits, completion_entropy, completion_vocab_kl, shifted_logits
+from harness.logprobs import completion_entropy, completion_kl, shifted_logits, token_logps_from_logits
 from harness.suite import EvalConfig
 
 # Scoring holds (rows, T, V) float32 logits of the policy and the reference at once (and a few
@@ -111,8 +111,7 @@ def score_completions(policy, reference, tokenizer, prompts: list[str], samples:
         reference_logits = policy_logits if reference is policy else shifted_logits(reference, *args)
         policy_tokens = token_logps_from_logits(policy_logits, batch["input_ids"]) * mask
         reference_tokens = token_logps_from_logits(reference_logits, batch["input_ids"]) * mask
-        # completion_vocab_kl(p, q) is KL(q‖p): the arguments are swapped to get KL(π‖π_ref).
-        kl = completion_vocab_kl(reference_logits, policy_logits, mask)
+        kl = completion_kl(policy_logits, reference_logits, mask)  # KL(π ‖ π_ref)
         entropy = completion_entropy(policy_logits, mask)
         counts = mask.sum(-1).clamp(min=1)
         out["policy_logp"] += policy_tokens.sum(-1).tolist()

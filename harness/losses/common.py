@@ -37,10 +37,6 @@ def length_mean(logps: Tensor, lengths: Tensor) -> Tensor:
     return logps / lengths.clamp(min=1)
 
 
-def zeros_like_batch(reference: Tensor) -> Tensor:
-    return torch.zeros_like(reference)
-
-
 def dpo_from_logratios(
     chosen_logratios: Tensor, rejected_logratios: Tensor, *, beta: float
 ) -> LossOutput:

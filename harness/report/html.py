@@ -14,9 +14,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
+
+from harness.rank import format_value
 
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto;
@@ -85,6 +88,16 @@ class Cell:
     is_text: bool = False
     css: str = ""
     title: str = ""  # shown on hover
+
+
+def sort_key(x) -> str:
+    """A number's sort key for the table script; empty (sorted last) when missing."""
+    return "" if x is None or pd.isna(x) else repr(float(x))
+
+
+def number_cell(x) -> Cell:
+    """A number as a cell, shown as format_value shows it, "–" when missing."""
+    return Cell(format_value(float(x)) if x is not None and not pd.isna(x) else "–", sort_key(x))
 
 
 def table(headers: Sequence[tuple[str, bool]], rows: Sequence[tuple[str, Sequence[Cell]]],

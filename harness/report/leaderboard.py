@@ -12,9 +12,9 @@ import pandas as pd
 
 from harness.errors import HarnessError
 from harness.names import is_name
-from harness.rank import HEADLINE_KEYS, format_interval, format_value, kl_key, leaderboard, reward_key
-from harness.report.html import Cell, esc, page, table, write_atomic
-from harness.report.suite import SAMPLE_COLUMNS, headline_text, label, rank_cell, suite_summary, write_suite_report
+from harness.rank import kl_key, leaderboard, reward_key
+from harness.report.html import esc, page, write_atomic
+from harness.report.suite import SAMPLE_COLUMNS, board_table, headline_text, suite_summary, write_suite_report
 from harness.results import ResultStore
 
 
@@ -62,22 +62,4 @@ def write_leaderboard(results_root: Path, reports_root: Path, *, suite_reports: 
 
 def suite_table(board: pd.DataFrame, suite: str) -> str:
     """One suite's entries: rank, entry, seeds, headline metrics with CIs, FLOPs and steps."""
-    keys = [k for k in HEADLINE_KEYS if k in board.columns]
-    headers = [("rank", False), ("entry", True), ("seeds", False)] + [(label(k), False) for k in keys]
-    headers += [("FLOPs", False), ("optimizer steps", False)]
-    rows = []
-    for _, r in board.iterrows():
-        cells = [rank_cell(r), Cell(str(r["entry"]), str(r["entry"]), True, "entry", str(r["hparams"])),
-                 _number(r["n_seeds"])]
-        cells += [Cell(format_interval(r[k], r[k + ":ci_low"], r[k + ":ci_high"]), _sort(r[k])) for k in keys]
-        cells += [_number(r.get(c)) for c in ("flops_total", "optimizer_steps")]
-        rows.append(("start" if r["is_start"] else "", cells))
-    return table(headers, rows, table_id=f"board-{suite}")
-
-
-def _sort(x) -> str:
-    return "" if x is None or pd.isna(x) else repr(float(x))
-
-
-def _number(x) -> Cell:
-    return Cell(format_value(float(x)) if x is not None and not pd.isna(x) else "–", _sort(x))
+    return board_table(board, ("flops_total", "optimizer_steps"), table_id=f"board-{suite}")

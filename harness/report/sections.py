@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from harness.rank import compute_table, final_eval, format_interval, format_value, leaderboard
-from harness.report.html import Cell, esc, table
+from harness.report.html import Cell, esc, number_cell, sort_key, table
 
 # Evaluators first in the methods × tasks table, in this order; the rest follow alphabetically.
 TASK_ORDER = ("lm_eval", "win_rate", "gold_reward")
@@ -32,14 +32,6 @@ COMPUTE_COLUMNS = (
     ("examples_seen", "examples"), ("train_seconds", "train s"), ("eval_seconds", "eval s"),
     ("peak_memory_mb", "peak memory (MiB)"), ("mfu", "MFU"),
 )
-
-
-def _sort(x) -> str:
-    return "" if x is None or pd.isna(x) else repr(float(x))
-
-
-def _number(x) -> Cell:
-    return Cell(format_value(float(x)) if x is not None and not pd.isna(x) else "–", _sort(x))
 
 
 # --------------------------------------------------------------------------- methods × tasks
@@ -78,7 +70,7 @@ def tasks_table(metrics: pd.DataFrame, order: Sequence[str], samples: pd.DataFra
         cells = [Cell(str(entry), str(entry), True, "entry")]
         for k in keys:
             css = "best" if best[k] is not None and r[k] == best[k] else ""
-            cells.append(Cell(format_interval(r[k], r[k + ":ci_low"], r[k + ":ci_high"]), _sort(r[k]), css=css))
+            cells.append(Cell(format_interval(r[k], r[k + ":ci_low"], r[k + ":ci_high"]), sort_key(r[k]), css=css))
         rows.append(("", cells))
     return table(headers, rows, groups=spans, table_id="tasks")
 
@@ -133,8 +125,8 @@ def significance_table(tests: pd.DataFrame, reward: str = "gold reward") -> str:
     rows = []
     for _, t in tests.iterrows():
         cells = [Cell(str(t["a"]), str(t["a"]), True), Cell(str(t["b"]), str(t["b"]), True),
-                 Cell(_signed_interval(t["diff"], t["diff_ci_low"], t["diff_ci_high"]), _sort(t["diff"])),
-                 _number(t["n_prompts"]), _p(t["p_value"]), _p(t["p_holm"]),
+                 Cell(_signed_interval(t["diff"], t["diff_ci_low"], t["diff_ci_high"]), sort_key(t["diff"])),
+                 number_cell(t["n_prompts"]), _p(t["p_value"]), _p(t["p_holm"]),
                  Cell("yes" if t["significant"] else "no", "1" if t["significant"] else "0", True)]
         rows.append(("significant" if t["significant"] else "", cells))
     return table(headers, rows, table_id="significance")
@@ -143,7 +135,7 @@ def significance_table(tests: pd.DataFrame, reward: str = "gold reward") -> str:
 def _p(x) -> Cell:
     if x is None or pd.isna(x):
         return Cell("–", "")
-    return Cell(f"{float(x):.3g}" if x >= 1e-4 else f"{float(x):.1e}", _sort(x))
+    return Cell(f"{float(x):.3g}" if x >= 1e-4 else f"{float(x):.1e}", sort_key(x))
 
 
 def _signed_interval(mean: float, lo: float, hi: float) -> str:
@@ -171,8 +163,8 @@ def compute_accounting_table(metrics: pd.DataFrame, order: Sequence[str]) -> str
     headers = [("entry", True), ("seeds", False)] + [(label, False) for _, label in present]
     rows = []
     for entry, r in table_.iterrows():
-        cells = [Cell(str(entry), str(entry), True, "entry"), _number(r.get("n_seeds"))]
-        cells += [_number(r[c]) for c, _ in present]
+        cells = [Cell(str(entry), str(entry), True, "entry"), number_cell(r.get("n_seeds"))]
+        cells += [number_cell(r[c]) for c, _ in present]
         rows.append(("start" if r.get("method") == "start" else "", cells))
     return table(headers, rows, table_id="compute")
 
@@ -250,4 +242,3 @@ def _value(v: Any) -> str:
     if isinstance(v, float) and not np.isnan(v):
         return format_value(v) if abs(v) >= 1e-3 or v == 0 else f"{v:g}"
     return json.dumps(v) if isinstance(v, (dict, list)) else str(v)
-

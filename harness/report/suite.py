@@ -41,7 +41,7 @@ from harness.report.figures import (
     training_figure,
     win_rate_heatmap,
 )
-from harness.report.html import Cell, esc, figure_div, page, table, write_atomic
+from harness.report.html import Cell, esc, figure_div, number_cell, page, sort_key, table, write_atomic
 from harness.report.reproducibility import reproducibility_html
 from harness.report.sections import (
     COMPUTE_TEXT,
@@ -312,33 +312,35 @@ def reference_free_note(board: pd.DataFrame, metrics: pd.DataFrame) -> str | Non
 def leaderboard_table(board: pd.DataFrame, frontier: set[str]) -> str:
     """The leaderboard as a sortable HTML table: rank, entry (hover: hyper-parameters), seeds,
     headline metrics with CIs, and compute used."""
+    return board_table(board, ("beats", "beaten_by", "flops_total", "optimizer_steps", "train_seconds"), frontier)
+
+
+COLUMN_LABELS = {"beats": "beats", "beaten_by": "beaten by", "flops_total": "FLOPs",
+                 "optimizer_steps": "optimizer steps", "train_seconds": "train seconds"}
+
+
+def board_table(board: pd.DataFrame, columns: tuple[str, ...], frontier: set[str] = frozenset(),
+                table_id: str = "") -> str:
+    """A board's rows as a sortable table: rank (or "over KL budget"), entry (hover: its
+    hyper-parameters), seeds, headline metrics with CIs, then `columns` (COLUMN_LABELS); the start
+    row and frontier entries marked."""
     keys = [k for k in HEADLINE_KEYS if k in board.columns]
     headers = [("rank", False), ("entry", True), ("seeds", False)] + [(label(k), False) for k in keys]
-    headers += [("beats", False), ("beaten by", False)]
-    headers += [("FLOPs", False), ("optimizer steps", False), ("train seconds", False)]
+    headers += [(COLUMN_LABELS[c], False) for c in columns]
     rows = []
     for _, r in board.iterrows():
         cells = [rank_cell(r), Cell(str(r["entry"]), str(r["entry"]), True, "entry", str(r["hparams"])),
-                 _number(r["n_seeds"])]
-        cells += [Cell(format_interval(r[k], r[k + ":ci_low"], r[k + ":ci_high"]), _sort(r[k])) for k in keys]
-        cells += [_number(r.get("beats", np.nan)), _number(r.get("beaten_by", np.nan))]
-        cells += [_number(r.get(c, np.nan)) for c in ("flops_total", "optimizer_steps", "train_seconds")]
+                 number_cell(r["n_seeds"])]
+        cells += [Cell(format_interval(r[k], r[k + ":ci_low"], r[k + ":ci_high"]), sort_key(r[k])) for k in keys]
+        cells += [number_cell(r.get(c, np.nan)) for c in columns]
         css = " ".join(c for c in ("start" if r["is_start"] else "",
                                    "frontier" if r["entry"] in frontier else "") if c)
         rows.append((css, cells))
-    return table(headers, rows)
+    return table(headers, rows, table_id=table_id)
 
 
 def rank_cell(r: pd.Series) -> Cell:
     """The rank, or "over KL budget" for an entry shown but not ranked."""
     if not bool(r.get("within_budget", True)):
         return Cell("over KL budget", "1e9")
-    return _number(r["rank"])
-
-
-def _sort(x) -> str:
-    return "" if x is None or pd.isna(x) else repr(float(x))
-
-
-def _number(x) -> Cell:
-    return Cell(format_value(float(x)) if x is not None and not pd.isna(x) else "–", _sort(x))
+    return number_cell(r["rank"])
