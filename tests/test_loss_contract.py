@@ -1,6 +1,6 @@
 """The loss contract, checked for every registered loss (built-ins and plugins registered later).
 
-Each loss gets a LossInputs with exactly the fields its spec declares (tests/loss_inputs.py), so a
+Each loss gets a LossInputs with exactly the fields its spec declares (tests/golden.py: build_loss_inputs), so a
 loss that reads a field it did not declare fails here: that is how "a reference-free loss runs
 with every reference field None" is tested.
 """
@@ -11,11 +11,11 @@ import dataclasses
 
 import pytest
 import torch
-from loss_inputs import REFERENCE_FIELDS, build_loss_inputs, expected_fields
 
 from harness.errors import HarnessError
 from harness.losses import LOSSES, NEEDS, LossOutput, get_loss
 from harness.losses.base import SHARED_SPACE, unsearched, validate_search_space
+from tests.golden import REFERENCE_FIELDS, build_loss_inputs, expected_fields
 
 # Every registered loss, and two mixtures (a paired one with running state and an SFT term, an
 # unpaired one), which must keep the same contract.
@@ -29,8 +29,8 @@ def spec(request):
 
 
 def test_every_need_is_buildable():
-    """The builder knows every need in base.NEEDS; a new need must be added to tests/loss_inputs.py."""
-    from loss_inputs import PAIRED_FIELDS, UNPAIRED_FIELDS
+    """The builder knows every need in base.NEEDS; a new need must be added to harness.losses.contract."""
+    from tests.golden import PAIRED_FIELDS, UNPAIRED_FIELDS
 
     assert set(NEEDS) <= set(PAIRED_FIELDS) and set(NEEDS) <= set(UNPAIRED_FIELDS)
 

@@ -8,7 +8,7 @@ import math
 import torch
 
 from harness.losses import LossInputs, get_loss
-from tests.golden import close, random_pairs, t
+from tests.golden import close, loss, pair, random_pairs, t
 
 
 def unpaired(logratios, labels, reference=0.0) -> LossInputs:
@@ -54,3 +54,14 @@ def test_apo_zero_unpaired_on_both_halves_of_a_pair_is_paired_apo_zero():
     both = unpaired(torch.cat([rw, rl]).tolist(), [True] * 6 + [False] * 6)
     halves = get_loss("apo_zero_unpaired")(both, beta=0.1).losses
     close(halves[:6] + halves[6:], get_loss("apo_zero")(x, beta=0.1).losses)
+
+
+def test_apo_golden():
+    """β = 1, r_w = ln 3, r_l = −ln 3: σ(ln 3) = ¾, σ(−ln 3) = ¼, σ(2 ln 3) = 9/10.
+    zero: (1 − ¾) + ¼ = 0.5.   down: ¾ + (1 − 9/10) = 0.85.
+    At r_w = r_l = 0: zero = ½ + ½ = 1, down = ½ + ½ = 1."""
+    inputs = pair(math.log(3), -math.log(3))
+    close(loss("apo_zero", inputs, beta=1.0), 0.5)
+    close(loss("apo_down", inputs, beta=1.0), 0.85)
+    close(loss("apo_zero", pair(0.0, 0.0), beta=1.0), 1.0)
+    close(loss("apo_down", pair(0.0, 0.0), beta=1.0), 1.0)

@@ -74,10 +74,10 @@ def test_a_suite_mix_plans_as_one_method_with_its_weights_recorded(tmp_path):
                     "{mix: {dpo: {weight: [0.5, 1.0], beta: 0.2}, sft: 1.0}}]\n")
     specs = [s for s in plan_suite(load_suite(path)) if s.trains]
     assert [s.method for s in specs] == ["dpo+bco_pair+sft", "dpo+sft", "dpo+sft"]
-    first = specs[0].hparams_dict
+    first = specs[0].hparams
     assert (first["dpo.weight"], first["bco_pair.weight"], first["sft.weight"]) == (0.8, 0.2, 1.0)
     assert specs[0].method_version == "mix1(dpo:1,bco_pair:1,sft:1)"
-    assert [s.hparams_dict["dpo.weight"] for s in specs[1:]] == [0.5, 1.0]
+    assert [s.hparams["dpo.weight"] for s in specs[1:]] == [0.5, 1.0]
     assert specs[1].label() == "dpo+sft(dpo.beta=0.2, dpo.weight=0.5)"
 
 
