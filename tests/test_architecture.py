@@ -18,8 +18,9 @@ PACKAGE = Path(__file__).resolve().parent.parent / "harness"
 # never import training or evaluation, and training and evaluation (one floor) never import each
 # other: both use harness.needs and harness.data.batches below them.
 FLOORS: list[tuple[str, ...]] = [
-    ("harness", "harness.errors"),
+    ("harness", "harness.errors"),  # "harness": the package's own __init__ (its version) only
     ("harness.cache", "harness.registry"),
+    ("harness.sampling", "harness.mix_syntax", "harness.fingerprint"),
     ("harness.suite",),
     ("harness.results",),
     ("harness.rank",),
@@ -75,7 +76,8 @@ def place(name: str) -> tuple[int, str]:
     best, level = "", -1
     for i, prefixes in enumerate(FLOORS):
         for prefix in prefixes:
-            if (name == prefix or name.startswith(prefix + ".")) and len(prefix) > len(best):
+            below = name.startswith(prefix + ".") and prefix != "harness"  # a new module needs a floor
+            if (name == prefix or below) and len(prefix) > len(best):
                 best, level = prefix, i
     return level, best
 

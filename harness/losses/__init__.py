@@ -22,7 +22,6 @@ from harness.losses.base import (
     LossOutput,
     LossSpec,
     choice,
-    get_loss,
     in_range,
     linear_range,
     log_range,
@@ -31,6 +30,18 @@ from harness.losses.base import (
     positive,
     register_loss,
 )
+
+from harness.losses.mixture import mixture_spec
+
+
+def get_loss(name: str, *, where: str = "") -> LossSpec:
+    """The registered loss `name`, or the mixture it names (components joined by "+",
+    harness.losses.mixture), built from the registry on every call. Defined here, above both
+    the registry (base) and the mixtures, so that neither module imports the other back."""
+    if "+" in name and name not in LOSSES:
+        return mixture_spec(name, where=where)
+    return LOSSES.get(name, where=where)
+
 
 _INFRASTRUCTURE = {"base", "common", "contract", "mixture", "running", "spaces"}
 

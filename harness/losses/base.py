@@ -374,13 +374,3 @@ def register_loss(
         return fn
 
     return wrap
-
-
-def get_loss(name: str, *, where: str = "") -> LossSpec:
-    """The registered loss `name`, or the mixture it names (components joined by "+",
-    harness.losses.mixture), built from the registry on every call."""
-    if "+" in name and name not in LOSSES:
-        from harness.losses.mixture import mixture_spec  # the mixture module builds on this one
-
-        return mixture_spec(name, where=where)
-    return LOSSES.get(name, where=where)
