@@ -155,14 +155,14 @@ def test_sampling_parameters_are_validated_and_part_of_the_run_identity(tmp_path
 def test_sandbox_and_spin_sample_with_explicit_parameters():
     from harness.sandbox.world import SandboxConfig
     from harness.losses import get_loss
-    from harness.train.regimes import resolve_method_hparams
+    from harness.losses.regimes import resolve_method_hparams
 
     config = SandboxConfig()
     assert untruncated(config.sampling(24)) and config.sampling(16).max_new_tokens == 16
     assert SandboxConfig.from_dict({"sample_top_k": 50}, "s").key() != config.key()
     with pytest.raises(HarnessError, match="sandbox.sample_top_p"):
         SandboxConfig.from_dict({"sample_top_p": 1.5}, "s")
-    spin = resolve_method_hparams(get_loss("spin"), {})
+    spin = resolve_method_hparams(get_loss("spin"), {}).regime
     assert (spin["gen_temperature"], spin["gen_top_k"], spin["gen_top_p"]) == (1.0, 0, 1.0)
     with pytest.raises(HarnessError, match="gen_top_k"):
         resolve_method_hparams(get_loss("spin"), {"gen_top_k": -1})
