@@ -19,6 +19,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "harness"
 # other: both use harness.needs and harness.data.batches below them.
 FLOORS: list[tuple[str, ...]] = [
     ("harness", "harness.errors"),  # "harness": the package's own __init__ (its version) only
+    ("harness.names", "harness.values"),
     ("harness.cache", "harness.registry"),
     ("harness.sampling", "harness.mix_syntax", "harness.fingerprint"),
     ("harness.suite",),
@@ -34,7 +35,7 @@ FLOORS: list[tuple[str, ...]] = [
     ("harness.generation", "harness.models"),
     ("harness.sandbox",),
     ("harness.train", "harness.evaluate"),
-    ("harness.runner",),
+    ("harness.runner", "harness.preflight"),  # preflight: the checks commands run before any work
     ("harness.commands",),
     ("harness.cli",),
 ]
