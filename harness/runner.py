@@ -9,6 +9,7 @@ import os
 import platform
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -210,11 +211,12 @@ def _built_sandbox(suite: Suite) -> tuple[Sandbox, SandboxConfig]:
 
 
 def run_suite(suite: Suite, results_root: Path, *, log=print, shard: tuple[int, int] | None = None,
-              run_ids: list[str] | None = None, prepared_wait: float | None = None) -> SuiteOutcome:
+              run_ids: list[str] | None = None, wait_for_shared: Callable[..., None] | None = None) -> SuiteOutcome:
     """Run every planned run of `suite` that is not stored under `results_root` yet: all of them,
-    shard (k, n) of the plan, or the given `run_ids`. With `prepared_wait` (seconds), this is a
-    worker of a fan-out: it waits that long for `harness prepare` to have built what runs share,
-    and never builds it itself."""
+    shard (k, n) of the plan, or the given `run_ids`. With `wait_for_shared`, this is a worker of
+    a fan-out: before its first run it calls `wait_for_shared(suite, log=log)`, which waits for
+    `harness prepare` to have built what runs share (harness.prepared.require_prepared, given by
+    the caller: the precompute stage sits above the runner), and never builds it itself."""
     load_suite_plugins(suite)
     specs = _selected(plan_suite(suite), shard, run_ids, suite)
     store = ResultStore(results_root, suite.name)
@@ -224,10 +226,8 @@ def run_suite(suite: Suite, results_root: Path, *, log=print, shard: tuple[int, 
     outcome = SuiteOutcome([RunOutcome(s, "stored") for s in specs if s not in todo])
     if not todo:
         return outcome
-    if prepared_wait is not None:
-        from harness.prepared import require_prepared
-
-        require_prepared(suite, wait_seconds=prepared_wait, log=log)
+    if wait_for_shared is not None:
+        wait_for_shared(suite, log=log)
     world = prepare_world(suite)
     for spec in todo:  # every run's data and needs, before the first run starts
         check_trainable(spec, suite, world)

@@ -24,6 +24,7 @@ FLOORS: list[tuple[str, ...]] = [
     ("harness.sampling", "harness.mix_syntax", "harness.fingerprint"),
     ("harness.suite",),
     ("harness.results",),
+    ("harness.intervals", "harness.length_control"),
     ("harness.rank",),
     ("harness.report",),
     ("harness.losses",),  # the loss contract and the regimes' declarations
@@ -36,6 +37,8 @@ FLOORS: list[tuple[str, ...]] = [
     ("harness.sandbox",),
     ("harness.train", "harness.evaluate"),
     ("harness.runner", "harness.preflight"),  # preflight: the checks commands run before any work
+    ("harness.prepared",),  # the precompute stage before a fan-out, through the runner's World
+    ("harness.executors",),
     ("harness.commands",),
     ("harness.cli",),
 ]

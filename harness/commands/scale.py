@@ -10,6 +10,7 @@ import argparse
 import re
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 from harness.errors import HarnessError
@@ -82,7 +83,9 @@ def run_kwargs(args) -> dict:
     shard = shard_of(args)
     if shard is None:
         return {}
-    return {"shard": shard, "prepared_wait": args.wait_prepared or 0.0}
+    from harness.prepared import require_prepared
+
+    return {"shard": shard, "wait_for_shared": partial(require_prepared, wait_seconds=args.wait_prepared or 0.0)}
 
 
 def cmd_prepare(args) -> int:

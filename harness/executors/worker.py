@@ -9,6 +9,7 @@ import os
 import secrets
 import socket
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -74,9 +75,11 @@ def run_task(task: Task) -> dict[str, Any]:
 
             prepare_suite(suite, wait_seconds=task.prepared_wait)
             return answer
+        from harness.prepared import require_prepared
         from harness.runner import run_suite
 
-        outcome = run_suite(suite, Path(task.results), run_ids=list(task.run_ids), prepared_wait=task.prepared_wait)
+        outcome = run_suite(suite, Path(task.results), run_ids=list(task.run_ids),
+                            wait_for_shared=partial(require_prepared, wait_seconds=task.prepared_wait))
     except HarnessError as err:
         answer["error"] = str(err)
         return answer
