@@ -41,12 +41,12 @@ from harness.sampling import sampling_fields
 from harness.results.schema import ACCOUNTING_COLUMNS, IDENTITY_COLUMNS, SCHEMA_VERSION
 from harness.sandbox.world import Sandbox, SandboxConfig, load_or_build_sandbox
 from harness.suite import SANDBOX, Suite
-from harness.train.budget import Accounting
+from harness.train.budget import Accounting, step_amount
 from harness.train.checkpoint import RunCheckpoint
 from harness.train.distributed import barrier, broadcast, is_main, launched_distributed
 from harness.train.flops import ModelShape
 from harness.train.hardware import mfu
-from harness.train.loop import NonFiniteLoss, TrainResult, TrainSetup, forecast_phase
+from harness.train.loop import RunFailed, TrainResult, TrainSetup, forecast_phase
 from harness.train.reference import cached_reference_sums, folder_fingerprint
 from harness.train.regimes import RegimeRun, run_regime
 
@@ -254,6 +254,11 @@ def check_trainable(spec: RunSpec, suite: Suite, world: World) -> None:
     if not spec.trains:
         return
     method = _method_run(spec, suite, world, with_reference_cache=False)
+    forecast = forecast_phase(ModelShape.of(world.start_model), method.setup)
+    if step_amount(forecast.step, suite.budget.kind) > suite.budget.value:
+        raise HarnessError(f"{suite.where('budget')}: {suite.budget.kind}={suite.budget.value:g} buys no optimizer "
+                           f"step of method {spec.method!r} (one step costs {forecast.step.flops:.3g} FLOPs, "
+                           f"{forecast.step.examples:.0f} examples); raise budget.value")
     if method.regime.data:  # the regime reads rows of its own too (SPIN: demonstrations)
         try:
             world.rows(method.regime.data)
@@ -281,7 +286,7 @@ def _selected(specs: list[RunSpec], shard: tuple[int, int] | None, run_ids: list
 def run_one(spec: RunSpec, suite: Suite, world: World, store: ResultStore, *, log=print,
             lease: Lease | None = None) -> RunOutcome:
     """Train, evaluate and store one run. The manifest says "running" from the start, so a crash
-    leaves a trace; a non-finite loss is recorded as a failed run (no parquet) and the suite goes
+    leaves a trace; a non-finite loss (or a phase whose budget buys no step) is recorded as a failed run (no parquet) and the suite goes
     on. Under a data-parallel launch every process trains, and only the main one evaluates and
     writes (the barriers keep the helpers in step with it). Under a `lease`, every write (and
     checkpoint save) first checks that the lease is still held: a worker whose run was taken over
@@ -330,7 +335,7 @@ def _run_and_store(spec: RunSpec, suite: Suite, world: World, store: ResultStore
             progress=f"{spec.label()}: evaluating", task_dirs=(suite.path.parent / "tasks",),
         )
         implicit = _implicit_reward_rows(spec, suite, world, policy, trained.accounting.optimizer_steps)
-    except NonFiniteLoss as err:
+    except RunFailed as err:
         check()
         store.write_manifest(spec.run_id, {**manifest, "status": "failed", "error": str(err)})
         RunCheckpoint(spec.run_id, 0).clear()
@@ -352,7 +357,7 @@ def _run_and_store(spec: RunSpec, suite: Suite, world: World, store: ResultStore
 def _train_as_helper(spec: RunSpec, suite: Suite, world: World, started: float) -> RunOutcome:
     try:
         _train(spec, suite, world)
-    except NonFiniteLoss as err:  # every process sees it (the check is collective)
+    except RunFailed as err:  # every process sees it (the check is collective)
         return RunOutcome(spec, "failed", str(err), time.perf_counter() - started)
     barrier()  # the main process's evaluation
     barrier()  # and its write

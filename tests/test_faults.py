@@ -122,3 +122,40 @@ def test_a_nan_loss_names_the_plugin_file_and_a_fix(tmp_path):
     assert message.startswith(f"{plugin.resolve()}: loss 'faults_nan_loss' is nan at step 3;")
     assert "train.lr" in message and "logsigmoid" in message
     assert not non_finite_message(LOSSES.get("dpo"), float("inf"), 1).startswith("/")  # built-in: no file
+
+
+def test_a_budget_that_buys_no_step_is_refused_before_any_run(tmp_path, capsys, harness_cache):
+    """A budget below one step's cost is found from the data before the first run (exit 2, one
+    line naming the budget), not after the start model was evaluated."""
+    from tests.conftest import tiny_suite_text
+
+    suite = tmp_path / "tiny.yaml"
+    suite.write_text(tiny_suite_text(methods="[dpo]", budget=1.0e3))
+    results = tmp_path / "results"
+    assert main(["run", str(suite), "--results", str(results), "--reports", str(tmp_path / "reports")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "budget" in err[0] and "buys no optimizer step" in err[0] and "dpo" in err[0]
+    assert not list(results.rglob("*.parquet"))
+
+
+def test_a_phase_whose_budget_runs_out_mid_run_fails_that_run_only(tmp_path, capsys, monkeypatch, harness_cache):
+    """A phase that buys no step once it runs (SPIN's generation spent its share: known only then)
+    is recorded as a failed run, like a NaN loss; the other runs are stored and the exit is 1."""
+    import harness.runner as runner
+    from harness.train.loop import BudgetExhausted
+    from tests.conftest import tiny_suite_text
+
+    trained = runner._train
+
+    def spent_by_generation(spec, *args, **kwargs):
+        if spec.method == "ipo":
+            raise BudgetExhausted("budget flops=2e+08 is smaller than one step; raise budget.value")
+        return trained(spec, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "_train", spent_by_generation)
+    suite = tmp_path / "tiny.yaml"
+    suite.write_text(tiny_suite_text(methods="[dpo, ipo]"))
+    results = tmp_path / "results"
+    assert main(["run", str(suite), "--results", str(results), "--reports", str(tmp_path / "reports")]) == 1
+    statuses = ResultStore(results, "tiny").run_statuses().set_index("method")["status"]
+    assert statuses["ipo"] == "failed" and statuses["dpo"] == "ok" and statuses["start"] == "ok"

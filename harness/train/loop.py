@@ -32,8 +32,18 @@ from harness.train.hardware import peak_memory_mb, reset_peak_memory
 from harness.train.optim import make_optimizer
 
 
-class NonFiniteLoss(HarnessError):
+class RunFailed(HarnessError):
+    """A run stops for a reason found only while it trains: it is recorded as failed with the
+    reason, and the suite goes on."""
+
+
+class NonFiniteLoss(RunFailed):
     """A NaN or inf loss: the run stops and is recorded as failed with the step."""
+
+
+class BudgetExhausted(RunFailed):
+    """A phase whose share of the budget buys no step (SPIN's generation can spend an
+    iteration's share before training; known only once it has generated)."""
 
 
 def non_finite_message(loss: LossSpec, value: float, step: int) -> str:
@@ -186,7 +196,7 @@ def train_policy(policy: torch.nn.Module, setup: TrainSetup, checkpoint: PhaseCh
     bar.close()
     policy.eval()
     if done == 0:
-        raise HarnessError(
+        raise BudgetExhausted(
             f"budget {setup.budget.kind}={setup.budget.value:g} is smaller than one step; raise budget.value"
         )
     result.seconds = time.perf_counter() - started
