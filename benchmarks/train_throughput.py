@@ -88,7 +88,13 @@ import torch  # noqa: E402
 BETA = 0.1
 LR = 5e-5
 REFERENCE_BATCH = 64  # harness.train.reference.reference_sums' default batch; TRL's precompute gets the same
-QWEN_SHAPES = ("qwen2.5-0.5b",)
+# Qwen2.5's architectures (random weights): hidden, intermediate, layers, query heads, KV heads
+QWEN_SHAPES = {
+    "qwen2.5-0.5b": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+                         num_key_value_heads=2),
+    "qwen2.5-1.5b": dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
+                         num_key_value_heads=2),
+}
 
 
 def _parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -101,7 +107,7 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--heads", type=int, default=0, help="attention heads (0: hidden/32, at least 1)")
     parser.add_argument("--shape", choices=["tiny", *QWEN_SHAPES], default="tiny",
-                        help="tiny: a Llama from --hidden/--layers; qwen2.5-0.5b: Qwen2-0.5B's shape (GPU)")
+                        help="tiny: a Llama from --hidden/--layers; qwen2.5-*: Qwen2.5's shapes (GPU)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=["fp32", "bf16"], default=None,
                         help="fp32: no autocast; bf16: bf16 autocast on both sides "
@@ -162,11 +168,10 @@ def build_model(args: argparse.Namespace, tokenizer) -> torch.nn.Module:
     torch.manual_seed(args.seed)
     special = {"pad_token_id": tokenizer.pad_token_id, "bos_token_id": tokenizer.bos_token_id,
                "eos_token_id": tokenizer.eos_token_id}
-    if args.shape == "qwen2.5-0.5b":
+    if args.shape in QWEN_SHAPES:
         from transformers import Qwen2Config, Qwen2ForCausalLM
 
-        config = Qwen2Config(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
-                             num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32768,
+        config = Qwen2Config(vocab_size=151936, **QWEN_SHAPES[args.shape], max_position_embeddings=32768,
                              rope_theta=1_000_000.0, tie_word_embeddings=True, **special)
         return Qwen2ForCausalLM(config)
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -451,7 +456,52 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(threads)
 
 
-def _main(args: argparse.Namespace) -> int:
+@dataclass
+class Comparison:
+    """One run of the comparison: each side's best round, its median seconds, and the context."""
+
+    args: argparse.Namespace
+    results: list[Measured]  # harness packed, harness padded, TRL live reference, TRL precompute
+    medians: list[float]
+    flops: float  # model FLOPs of one side's timed work (policy train + reference forward)
+    peak_flops: float
+    parameters: int
+    vocab: int
+    model_class: str
+    load_before: float
+    load_after: float
+
+    @property
+    def harness(self) -> Measured:
+        return self.results[0]
+
+    @property
+    def peer(self) -> Measured:
+        """The faster TRL configuration."""
+        return max(self.results[2:], key=lambda m: m.pairs_per_second)
+
+    @property
+    def ratio(self) -> float:
+        return self.harness.pairs_per_second / self.peer.pairs_per_second
+
+    def mfu(self, m: Measured) -> float:
+        return self.flops / m.seconds / self.peak_flops if not math.isnan(self.peak_flops) else math.nan
+
+    def figures(self) -> dict:
+        """The comparison as plain data (JSON): per side pairs/s, seconds, peak MiB, MFU; the ratio."""
+        sides = [{"side": m.side, "config": m.config, "steps": m.steps, "pairs": m.pairs, "seconds": m.seconds,
+                  "median_seconds": median, "pairs_per_s": m.pairs_per_second, "peak_mib": m.peak_mib,
+                  "mfu": self.mfu(m)} for m, median in zip(self.results, self.medians)]
+        peer = self.peer
+        return {"shape": self.args.shape, "parameters": self.parameters, "dtype": self.args.dtype,
+                "batch_size": self.args.batch_size, "max_length": self.args.max_length, "steps": self.args.steps,
+                "sides": sides, "peer": f"trl {peer.config}", "ratio_pairs_per_s": self.ratio,
+                "ratio_peak_memory": self.harness.peak_mib / peer.peak_mib if peer.peak_mib else math.nan,
+                "harness_mfu": self.mfu(self.harness), "peer_mfu": self.mfu(peer)}
+
+
+def compare(args: argparse.Namespace) -> Comparison:
+    """Build the data and the model, warm up, then time every side in interleaved rounds."""
     from harness.train.hardware import peak_flops
 
     device = torch.device(args.device)
@@ -463,7 +513,6 @@ def _main(args: argparse.Namespace) -> int:
     tokenizer = build_tokenizer(rows + warm_rows)
     init = build_model(args, tokenizer)
     flops = model_flops(init, tokenizer, rows, args.max_length)
-    peak = peak_flops(device)
 
     with _quiet(), harness_precision(args.dtype, device):
         sides = [
@@ -482,18 +531,26 @@ def _main(args: argparse.Namespace) -> int:
             for i, run in enumerate(sides):
                 runs[i].append(run(rows, args.steps, round_ == 0))
                 _clean(device)
-    results = [min(r, key=lambda m: m.seconds) for r in runs]
-    medians = [statistics.median(m.seconds for m in r) for r in runs]
+    return Comparison(
+        args=args, results=[min(r, key=lambda m: m.seconds) for r in runs],
+        medians=[statistics.median(m.seconds for m in r) for r in runs], flops=flops,
+        peak_flops=peak_flops(device), parameters=sum(p.numel() for p in init.parameters()),
+        vocab=init.config.vocab_size, model_class=type(init).__name__, load_before=load_before,
+        load_after=_load_average(),
+    )
 
-    n_params = sum(p.numel() for p in init.parameters())
+
+def _main(args: argparse.Namespace) -> int:
+    c = compare(args)
+    device = torch.device(args.device)
     where = f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "cpu"
-    print(f"model: {args.shape} ({type(init).__name__}, {n_params / 1e6:.2f}M parameters, vocab "
-          f"{init.config.vocab_size}); device {where}, {torch.get_num_threads()} torch threads on "
+    print(f"model: {args.shape} ({c.model_class}, {c.parameters / 1e6:.2f}M parameters, vocab "
+          f"{c.vocab}); device {where}, {torch.get_num_threads()} torch threads on "
           f"{os.cpu_count()} cores; dtype {args.dtype}")
     print(f"run: batch {args.batch_size} pairs, max_length {args.max_length}, {args.steps} timed steps after "
           f"{args.warmup} warm-up steps; seconds = best of {args.repeats} interleaved rounds (median beside "
-          f"it); load average {load_before:.2f} before, {_load_average():.2f} after")
-    if args.repeats > 1 and any(median > 1.2 * m.seconds for m, median in zip(results, medians)):
+          f"it); load average {c.load_before:.2f} before, {c.load_after:.2f} after")
+    if args.repeats > 1 and any(median > 1.2 * m.seconds for m, median in zip(c.results, c.medians)):
         print("warning: rounds differ by more than 20% (other processes competing for the CPU?); the best "
               "rounds are compared, but run again on an idle machine (or with --threads 1) to confirm")
     cuda = device.type == "cuda"
@@ -502,17 +559,15 @@ def _main(args: argparse.Namespace) -> int:
         header += f" {'peak MiB':>9} {'MFU':>6}"
     print(header)
     print("-" * len(header))
-    for m, median in zip(results, medians):
+    for m, median in zip(c.results, c.medians):
         line = (f"{m.side:<8} {m.config:<26} {m.steps:>5} {m.seconds:>9.3f} {m.pairs_per_second:>9.2f}"
                 f" {median:>9.3f} {m.cpu_seconds:>8.3f}")
         if cuda:
-            mfu = flops / m.seconds / peak if not math.isnan(peak) else math.nan
+            mfu = c.mfu(m)
             line += f" {m.peak_mib:>9.0f} " + (f"{mfu:>6.1%}" if not math.isnan(mfu) else f"{'n/a':>6}")
         print(line)
-    harness = results[0]
-    peer = max(results[2:], key=lambda m: m.pairs_per_second)
-    print(f"peer: trl {peer.config}; model FLOPs per side {flops:.3e} (policy train + reference forward)")
-    print(f"ratio: {harness.pairs_per_second / peer.pairs_per_second:.2f}")
+    print(f"peer: trl {c.peer.config}; model FLOPs per side {c.flops:.3e} (policy train + reference forward)")
+    print(f"ratio: {c.ratio:.2f}")
     return 0
 
 

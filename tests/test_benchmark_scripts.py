@@ -34,3 +34,27 @@ def test_train_throughput_runs_and_prints_a_ratio(capsys):
     assert [row[0] for row in table] == ["harness", "harness", "trl", "trl"]  # packed, padded, TRL x2
     steps = [re.search(r" (\d+) +\d+\.\d+ ", " ".join(row)).group(1) for row in table]
     assert steps == ["2"] * 4, out  # every side ran the steps it was asked for
+
+
+def test_gpu_check_dry_run_executes_every_part(tmp_path, harness_cache, capsys):
+    """benchmarks/gpu_check.py --dry-run: the GPU check's code on CPU at tiny sizes. Every part
+    succeeds and its figures reach the one JSON file: harness vs TRL pairs/s and their ratio, the
+    quickstart's methods stored and reported, one training step under torchrun with accelerate's
+    wrapper (DDP on CPU, where accelerate has no FSDP)."""
+    import json
+
+    pytest.importorskip("trl")
+    script = load_script("gpu_check")
+    out = tmp_path / "gpu_check.json"
+    assert script.main(["--dry-run", "--out", str(out)]) == 0, capsys.readouterr().out[-3000:]
+    report = json.loads(out.read_text())
+    parts = report["parts"]
+    assert report["dry_run"] and all(p["ok"] for p in parts.values()) and set(parts) == {"throughput", "suite", "fsdp"}
+    tiny = parts["throughput"]["tiny"]
+    assert [s["side"] for s in tiny["sides"]] == ["harness", "harness", "trl", "trl"] and tiny["dtype"] == "bf16"
+    assert tiny["ratio_pairs_per_s"] == pytest.approx(tiny["sides"][0]["pairs_per_s"] / max(
+        s["pairs_per_s"] for s in tiny["sides"][2:]))
+    assert set(parts["suite"]["eval"]) == {"start", "dpo", "ipo", "simpo"} and parts["suite"]["reports"]
+    fsdp = parts["fsdp"]
+    assert fsdp["wrapper"] == "DistributedDataParallel" and fsdp["steps"] == 1
+    assert fsdp["loss"] == pytest.approx(0.6931, abs=1e-3)  # -log σ(0): the policy starts as the reference

@@ -70,6 +70,10 @@ def test_backend_is_chosen_in_one_place(monkeypatch):
     with pytest.raises(HarnessError, match="unknown generation backend"):
         resolve_backend("tgi")
     monkeypatch.setattr(generation, "vllm_available", lambda: True)
+    assert resolve_backend("vllm") == "vllm"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_backend("auto") == "transformers"  # vLLM's CPU build runs when asked for, not by default
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert resolve_backend("auto") == "vllm"
 
 
@@ -120,5 +124,7 @@ def test_the_throughput_benchmark_runs_at_a_tiny_shape(capsys):
     assert script.main(["--device", "cpu", "--prompts", "4", "--n", "2", "--max-new-tokens", "4",
                         "--repeats", "1", "--backends", "transformers"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert json.loads(lines[1])["backend"] == "transformers" and json.loads(lines[1])["tokens"] > 0
+    cold, warm = json.loads(lines[1]), json.loads(lines[2])
+    assert (cold["backend"], cold["phase"], warm["phase"]) == ("transformers", "cold", "warm")
+    assert cold["samples"] == warm["samples"] == 8 and warm["tokens"] > 0 and warm["samples_per_s"] > 0
     assert lines[-1] == "ratio: n/a"

@@ -58,17 +58,19 @@ def _first_token_probs(model, tokenizer) -> np.ndarray:
     return torch.softmax(logits.double(), -1).numpy()
 
 
-def _chisquare_first_token(model, tokenizer, config: SamplingConfig) -> tuple[float, int]:
+def _chisquare_first_token(model, tokenizer, config: SamplingConfig, *, backend: str = "transformers") -> tuple[float, int]:
     """p-value of the first sampled tokens' counts against softmax(logits) (bins with fewer
-    than 5 expected draws pooled, as the test's approximation needs), and the distinct count."""
-    samples = sample_completions(model, tokenizer, [PROMPT], config)
+    than 5 expected draws pooled, as the test's approximation needs), and the distinct count.
+    (Also the vLLM backend's check: tests/test_vllm_backend.py.)"""
+    samples = sample_completions(model, tokenizer, [PROMPT], config, backend=backend)
     first = np.array([s.token_ids[0] for s in samples])
     probs = _first_token_probs(model, tokenizer)
     expected = probs * len(first)
     observed = np.bincount(first, minlength=len(probs)).astype(float)
     small = expected < 5
-    f_obs = np.append(observed[~small], observed[small].sum())
-    f_exp = np.append(expected[~small], expected[small].sum())
+    f_obs, f_exp = observed[~small], expected[~small]
+    if small.any():  # (an empty pooled bin would make the statistic 0/0)
+        f_obs, f_exp = np.append(f_obs, observed[small].sum()), np.append(f_exp, expected[small].sum())
     return float(stats.chisquare(f_obs, f_exp).pvalue), len(set(first.tolist()))
 
 
@@ -85,9 +87,9 @@ def test_first_tokens_follow_the_models_own_distribution(random_model):
     assert p_top50 < 1e-12 and distinct_top50 <= 50
 
 
-def _identity_z(model, tokenizer, config: SamplingConfig) -> float:
+def _identity_z(model, tokenizer, config: SamplingConfig, *, backend: str = "transformers") -> float:
     """z = mean / standard error of d = log π(y) + Σ_t H_t over the samples."""
-    samples = sample_completions(model, tokenizer, [PROMPT], config)
+    samples = sample_completions(model, tokenizer, [PROMPT], config, backend=backend)
     scores = score_completions(model, model, tokenizer, [PROMPT], samples, batch_size=512)
     lengths = np.array([len(s.token_ids) for s in samples])
     d = scores["policy_logp"] + scores["entropy"] * lengths  # entropy is the per-token mean

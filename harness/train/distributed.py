@@ -1,5 +1,5 @@
 """Data parallelism through accelerate, when the process was started by `accelerate launch` or
-`torchrun` with more than one process; a no-op otherwise.
+`torchrun` with more than one process (or with FSDP asked for); a no-op otherwise.
 
 Every process computes the same global batch (the same seeded permutation), trains on its shard
 of it, and DDP (or FSDP, as `accelerate config` chose) averages the gradients, so the update is
@@ -16,7 +16,13 @@ import torch
 
 
 def launched_distributed() -> bool:
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    """Started by a launcher (torchrun, accelerate launch) with more than one process, or with
+    FSDP asked for (ACCELERATE_USE_FSDP): FSDP on one process is a real configuration too
+    (sharded state and offloading on one GPU), and the only way to run the FSDP path on one GPU."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return True
+    fsdp = os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true")
+    return fsdp and "LOCAL_RANK" in os.environ
 
 
 @lru_cache(maxsize=1)

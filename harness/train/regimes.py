@@ -41,6 +41,7 @@ class RegimeRun:
     tokenizer: Any
     rows: list[dict] | None = None  # the rows the regime declared it reads (SPIN: SFT demonstrations)
     checkpoint: RunCheckpoint | None = None
+    generation_backend: str = "transformers"  # how regimes that generate sample (the suite's evaluate.backend)
 
 
 Procedure = Callable[..., TrainResult]
@@ -217,7 +218,7 @@ def spin_iterations(run: RegimeRun, *, iterations: int, mix_previous: bool, gen_
         if len(generated) <= k:  # generate with π_k (= the reference) unless resumed after it
             sampling = SamplingConfig(n=1, max_new_tokens=gen_max_new_tokens, temperature=gen_temperature,
                                       top_k=gen_top_k, top_p=gen_top_p, seed=run.setup.seed * 1000 + k)
-            samples = sample_completions(reference, tokenizer, prompts, sampling)
+            samples = sample_completions(reference, tokenizer, prompts, sampling, backend=run.generation_backend)
             generated.append([list(s.token_ids) for s in samples])
         prompt_lengths = [len(prompt_ids(tokenizer, p)) for p in prompts]
         new_tokens = [len(ids) for ids in generated[k]]
