@@ -16,7 +16,9 @@ Parts (each timed; a part that fails is recorded with its error and the others s
 3. fsdp: one DPO training step of the harness's loop under `torchrun --nproc_per_node 1` with
    ACCELERATE_USE_FSDP=true (harness.train.distributed wraps the policy with accelerate's FSDP):
    the wrapper's class, the loss, the step's seconds and peak memory.
-Every figure goes to one JSON file (--out) and is printed.
+Every figure goes to one JSON file (--out) and is printed. Not yet run on a GPU: the 8 minutes
+are an estimate; if the first call runs long, split it (`--parts throughput`, then
+`--parts suite,fsdp`), or keep the 0.5B shape alone (`--shapes qwen2.5-0.5b`).
 
 `--dry-run` runs the same code on the CPU at tiny sizes (a 2-layer Llama, the tests' tiny sandbox,
 2 steps), so that CI catches a broken path before a GPU is at hand: there accelerate wraps with
