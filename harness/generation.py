@@ -41,7 +41,6 @@ from transformers import GenerationConfig
 
 from harness.data.tokenize import encode_ids, encode_prompts, pad_right, prompt_ids
 from harness.errors import HarnessError
-from harness.models import run_dtype
 from harness.sampling import SamplingConfig, vllm_sampling_kwargs
 
 BACKENDS = ("auto", "transformers", "vllm")
@@ -58,6 +57,13 @@ class Completion:
     text: str
     token_ids: tuple[int, ...]
     token_logps: tuple[float, ...] | None = None
+
+
+def run_dtype(device: torch.device) -> torch.dtype:
+    """The precision a run computes in on `device`: bf16 on CUDA (training's autocast over fp32
+    weights, harness.train.hardware; the vLLM engine's dtype), fp32 on CPU, where bf16 matmuls are
+    far slower. (Here, the lowest floor that needs it.)"""
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
 def vllm_available() -> bool:

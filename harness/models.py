@@ -32,12 +32,6 @@ def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def run_dtype(device: torch.device) -> torch.dtype:
-    """The precision a run computes in on `device`: bf16 on CUDA (autocast over fp32 weights in
-    training; the vLLM engine's dtype), fp32 on CPU, where bf16 matmuls are far slower."""
-    return torch.bfloat16 if device.type == "cuda" else torch.float32
-
-
 # What a causal LM's folder needs (weights, configs, tokenizer); not other formats' duplicates
 # (.bin weights are fetched only for a model without safetensors).
 _MODEL_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "tokenizer*"]

@@ -22,7 +22,7 @@ PEAK_BF16_FLOPS = {
 def autocast(device: torch.device):
     """The precision of every training-time model pass: bf16 autocast on CUDA; fp32 on CPU, where
     bf16 matmuls are far slower. (Called through the module, so a benchmark can replace it.)"""
-    from harness.models import run_dtype
+    from harness.generation import run_dtype
 
     dtype = run_dtype(device)
     if dtype != torch.float32:
