@@ -133,9 +133,20 @@ def cmd_run(args) -> int:
     scale = cli_scale.run_kwargs(args)  # --shard K/N: one worker of a job array
     suite, _ = _checked_suite(args)
     _quiet_libraries()
-    from harness.runner import run_suite
+    unmet: list[str] = []
+    if suite.tune and scale:
+        raise HarnessError(f"{suite.path}: --shard splits a fixed plan, but a tuned suite's trials follow from earlier "
+                           "results; run `harness run` without --shard in each process (studies and runs are "
+                           "claimed with locks)")
+    if suite.tune:  # the fair-comparison protocol (harness.tuning)
+        from harness.tuning.run import tune_suite
 
-    outcome = run_suite(suite, Path(args.results), **scale)
+        tuned = tune_suite(suite, Path(args.results))
+        outcome, unmet = tuned.runs, tuned.unmet
+    else:
+        from harness.runner import run_suite
+
+        outcome = run_suite(suite, Path(args.results), **scale)
     from harness.train.distributed import is_main
 
     if not is_main():  # a data-parallel helper process: the main one reports
@@ -147,6 +158,10 @@ def cmd_run(args) -> int:
     print(f"{suite.name}: finished in {time.perf_counter() - started:.1f} s")
     for failed in outcome.failed:
         print(f"  failed: {failed.spec.label()} ({failed.spec.run_id}): {failed.error}", file=sys.stderr)
+    if unmet:  # reported after everything else is stored: the trials stay, nothing is relaxed
+        from harness.tuning.run import unmet_message
+
+        raise HarnessError(unmet_message(suite, unmet))
     return EXIT_RUN_FAILED if outcome.failed else 0
 
 
@@ -168,6 +183,10 @@ def _write_report(results: Path, suite_name: str, reports: Path) -> None:
 
 def cmd_plan(args) -> int:
     suite, specs = _checked_suite(args)
+    if suite.tune:  # trials are proposed as results arrive; the runs listed are the start and defaults
+        from harness.tuning.check import tuning_plan_text
+
+        print(tuning_plan_text(suite))
     _quiet_libraries()
     from harness.runner import estimate_plan
 

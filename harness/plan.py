@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from harness.cache import content_hash
@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # a type name only: importing the losses imports torch
     from harness.losses.regimes import MethodHparams
 
 START = "start"  # the method name of the untrained starting model's evaluation run
+TEST, VALIDATION = "test", "validation"  # RunSpec.prompts: the prompts a run is evaluated on
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,10 @@ class RunSpec:
     budget: Budget
     train: TrainConfig
     evaluate: EvalConfig
+    # Which prompts evaluation reads: "test" (what reports show) or "validation" (a tuning trial's,
+    # harness.tuning; disjoint from the test prompts and the training data).
+    prompts: str = "test"
+    validation: tuple[tuple[str, Any], ...] = ()  # a trial's validation set: how many prompts, from where
 
     @property
     def trains(self) -> bool:
@@ -64,10 +69,12 @@ class RunSpec:
             "hparams": self.hparams, "seed": self.seed, "model": self.model,
             "dataset": self.dataset, "sandbox": dict(self.sandbox),
             # how a real dataset is read; absent for the sandbox, whose run ids predate it
-            **({"data": asdict(self.data)} if self.dataset != SANDBOX else {}),
+            **({"data": identity_fields(self.data)} if self.dataset != SANDBOX else {}),
             "budget": asdict(self.budget) if self.trains else None,
             "train": identity_fields(self.train) if self.trains else None,
             "evaluate": asdict(self.evaluate),
+            # absent for test prompts, so the run ids of untuned runs predate tuning
+            **({"prompts": self.prompts, "validation": dict(self.validation)} if self.prompts != TEST else {}),
         }
 
     def label(self) -> str:
@@ -99,6 +106,30 @@ def plan_suite(suite: Suite) -> list[RunSpec]:
             for seed in suite.seeds:
                 runs.append(_spec(suite, entry.name, loss.version, resolved, seed))
     return _unique(runs)
+
+
+def start_spec(suite: Suite) -> RunSpec:
+    """The untrained starting model's evaluation run (on the test prompts)."""
+    from harness.losses.regimes import MethodHparams
+
+    return _spec(suite, START, "1", MethodHparams({}, {}), suite.seeds[0])
+
+
+def method_spec(suite: Suite, method: str, hparams: dict[str, Any], seed: int, *, lr: float | None = None,
+                validation: dict[str, Any] | None = None) -> RunSpec:
+    """One run of `method` with `hparams` (resolved against its defaults here), at the suite's
+    learning rate unless `lr` is given, evaluated on the test prompts, or on the validation
+    prompts that `validation` describes (a tuning trial, harness.tuning)."""
+    from harness.losses import get_loss
+    from harness.losses.regimes import resolve_method_hparams
+
+    loss = get_loss(method, where=f"{suite.where('methods')}: methods")
+    resolved = resolve_method_hparams(loss, hparams, where=suite.where(f"methods.{method}"))
+    train = suite.train if lr is None or lr == suite.train.lr else replace(suite.train, lr=float(lr))
+    spec = replace(_spec(suite, method, loss.version, resolved, seed), train=train)
+    if validation is not None:
+        spec = replace(spec, prompts=VALIDATION, validation=tuple(sorted(validation.items())))
+    return spec
 
 
 def _spec(suite: Suite, method: str, version: str, hparams: MethodHparams, seed: int) -> RunSpec:

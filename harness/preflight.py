@@ -42,6 +42,11 @@ def check_registered(suite: Suite) -> list:
 
         SandboxConfig.from_dict(suite.sandbox, suite.where("sandbox"))
     load_suite_plugins(suite)
+    if suite.tune:  # the spaces under the suite's overrides; the plan is the start and the defaults
+        from harness.tuning.check import check_tuning, defaults_suite
+
+        check_tuning(suite)
+        suite = defaults_suite(suite)
     specs = plan_suite(suite)
     check_reward_model(suite.evaluate.reward_model, f"{suite.where('evaluate.reward_model')}: evaluate.reward_model")
     if suite.evaluate.lm_eval_tasks:

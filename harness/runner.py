@@ -10,7 +10,7 @@ import platform
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from harness import __version__
 from harness.cache import cache_root, content_hash
 from harness.data.batches import TrainData, paired_from_rows, sessions_from_rows, unpaired_from_rows
 from harness.data.jsonl import read_jsonl
-from harness.data.prepare import prepare_dataset
+from harness.data.prepare import check_disjoint, prepare_dataset
 from harness.errors import HarnessError, HarnessFault
 from harness.evaluate.implicit import defines_implicit_reward, implicit_reward_accuracies
 from harness.evaluate.policy import Baseline, chosen_from_file, evaluate_policy, make_baseline
@@ -34,13 +34,13 @@ from harness.losses import get_loss
 from harness.losses.regimes import REGIMES, RegimeSpec, train_data_shape
 from harness.models import frozen_copy, load_policy, load_tokenizer, pick_device, resolve_model_path
 from harness.needs import unmet_needs
-from harness.plan import RunSpec, plan_suite, shard_ids
+from harness.plan import TEST, VALIDATION, RunSpec, plan_suite, shard_ids
 from harness.plugins import load_suite_plugins
 from harness.results import ResultStore, method_card
 from harness.results.lease import Lease, LeaseLost
 from harness.sampling import sampling_fields
 from harness.results.schema import ACCOUNTING_COLUMNS, IDENTITY_COLUMNS, SCHEMA_VERSION
-from harness.sandbox.world import Sandbox, SandboxConfig, load_or_build_sandbox
+from harness.sandbox.world import Sandbox, SandboxConfig, load_or_build_sandbox, sandbox_validation_prompts
 from harness.suite import SANDBOX, Suite
 from harness.train.budget import Accounting, step_amount
 from harness.train.checkpoint import RunCheckpoint
@@ -72,6 +72,9 @@ class World:
     data_loading: dict[str, Any] | None = None  # a real dataset's load stats per file (harness.data.prepare)
     sandbox: SandboxConfig | None = None  # the sandbox world the suite uses, if any
     reward_key: Any = None  # what identifies the judge beyond its name (the gold reward's weights)
+    # a tuned suite's validation prompts (harness.tuning): disjoint from eval_prompts and training data
+    validation_prompts: list[str] | None = None
+    _validation: World | None = None
     _baseline: Baseline | None = None
     _fingerprint: dict[str, Any] | None = None
     _data: dict[str, TrainData] = field(default_factory=dict)
@@ -94,6 +97,18 @@ class World:
                                                suite.evaluate, chosen=chosen, progress="start: baseline")
                 _write_json_atomically(path, self._baseline.to_json())
         return self._baseline
+
+    def on(self, prompts: str) -> World:
+        """This world evaluating on the test prompts (itself) or the validation prompts (a copy
+        with its own baseline, sharing the loaded data and reference log-probs)."""
+        if prompts == TEST:
+            return self
+        if self.validation_prompts is None:  # planned only for suites with a tune: section
+            raise HarnessError("validation prompts are drawn for suites with a tune: section only")
+        if self._validation is None:
+            self._validation = replace(self, eval_prompts=self.validation_prompts, validation_prompts=None,
+                                       _baseline=None, _fingerprint=None)
+        return self._validation
 
     def fingerprint(self) -> dict[str, Any]:
         """What shaped every run of the suite (harness.fingerprint), hashed once per suite."""
@@ -172,14 +187,23 @@ def prepare_world(suite: Suite) -> World:
     start_path = resolve_model_path(suite.model, sandbox.sft_dir if sandbox else None, where=f"{suite.path}: model")
     tokenizer = load_tokenizer(start_path)
     data_loading = None
+    validation = None
     if suite.dataset == SANDBOX:
         files = {shape: sandbox.data(name) for shape, name in SANDBOX_TRAIN_FILES.items()}
         files["eval_pairs"] = sandbox.data("pairs_eval")
         prompts = [r["prompt"] for r in read_jsonl(sandbox.data("eval_prompts"))]
+        if suite.tune:
+            validation = sandbox_validation_prompts(sandbox, config, _validation_count(suite))
     else:
         prepared = prepare_dataset(suite.dataset, suite.data, tokenizer, folder_fingerprint(start_path),
                                    suite.train.max_length, where=str(suite.path))
         files, prompts, data_loading = prepared.files, prepared.prompts, prepared.stats
+        if suite.tune:
+            validation = prepared.validation_prompts(suite.evaluate.prompts, _validation_count(suite),
+                                                     where=suite.where("tune.validation_prompts"))
+    if validation is not None:
+        check_disjoint(validation, prompts[: suite.evaluate.prompts], _training_prompts(files),
+                       where=f"{suite.where('tune')}: tune")
     start_model = frozen_copy(load_policy(start_path, device))
     use_one_thread_for_tiny_models(device, sum(p.numel() for p in start_model.parameters()))
     return World(
@@ -192,7 +216,18 @@ def prepare_world(suite: Suite) -> World:
                                  batch_size=suite.evaluate.reward_batch_size, where=f"{suite.path}: evaluate.reward_model"),
         device=device, data_loading=data_loading, sandbox=config if sandbox else None,
         reward_key=[config.length_weight, config.fluency_weight] if suite.evaluate.reward_model == "gold" else None,
+        validation_prompts=validation,
     )
+
+
+def _validation_count(suite: Suite) -> int:
+    return suite.tune.validation_prompts or suite.evaluate.prompts
+
+
+def _training_prompts(files: dict[str, Path]) -> set[str]:
+    """Every prompt the methods may train on (each training file's prompt column)."""
+    return {row["prompt"] for shape in SANDBOX_TRAIN_FILES if shape in files and files[shape].exists()
+            for row in read_jsonl(files[shape])}
 
 
 def _uses_sandbox(suite: Suite) -> bool:
@@ -221,21 +256,40 @@ def run_suite(suite: Suite, results_root: Path, *, log=print, shard: tuple[int, 
     load_suite_plugins(suite)
     specs = _selected(plan_suite(suite), shard, run_ids, suite)
     store = ResultStore(results_root, suite.name)
-    todo = [s for s in specs if not store.has_result(s.run_id)]
     part = f" (shard {shard[0]}/{shard[1]})" if shard else ""
-    log(f"{suite.name}{part}: {len(specs)} runs planned, {len(specs) - len(todo)} stored, {len(todo)} to run")
+    return run_specs(suite, specs, store, WorldOnce(suite, wait_for_shared, log), log=log, what=f"{suite.name}{part}")
+
+
+class WorldOnce:
+    """The suite's world, prepared on first use only (nothing is loaded when every run is stored).
+    A fan-out worker's first calls `wait_for_shared` (see run_suite)."""
+
+    def __init__(self, suite: Suite, wait_for_shared: Callable[..., None] | None = None, log=print):
+        self.suite, self.wait_for_shared, self.log, self._world = suite, wait_for_shared, log, None
+
+    def __call__(self) -> World:
+        if self._world is None:
+            if self.wait_for_shared is not None:
+                self.wait_for_shared(self.suite, log=self.log)
+            self._world = prepare_world(self.suite)
+        return self._world
+
+
+def run_specs(suite: Suite, specs: list[RunSpec], store: ResultStore, world: WorldOnce, *, log=print,
+              what: str | None = None, announce: bool = True) -> SuiteOutcome:
+    """Run each of `specs` not stored in `store` yet, claiming each with a lock first (a lease)."""
+    todo = [s for s in specs if not store.has_result(s.run_id)]
+    if announce:
+        log(f"{what or suite.name}: {len(specs)} runs planned, {len(specs) - len(todo)} stored, {len(todo)} to run")
     outcome = SuiteOutcome([RunOutcome(s, "stored") for s in specs if s not in todo])
     if not todo:
         return outcome
-    if wait_for_shared is not None:
-        wait_for_shared(suite, log=log)
-    world = prepare_world(suite)
     for spec in todo:  # every run's data and needs, before the first run starts
-        check_trainable(spec, suite, world)
+        check_trainable(spec, suite, world())
     try:
         if is_main():  # the process that evaluates
-            prepare_backend(world.start_model, world.tokenizer, suite.evaluate.backend)
-        return _run_all(todo, suite, world, store, outcome, log=log)
+            prepare_backend(world().start_model, world().tokenizer, suite.evaluate.backend)
+        return _run_all(todo, suite, world(), store, outcome, log=log)
     finally:
         release_engines()  # the suite's vLLM engines (one per model shape), if it started any
 
@@ -334,6 +388,7 @@ def _discard_partial_run(spec: RunSpec, store: ResultStore) -> None:
 def _run_and_store(spec: RunSpec, suite: Suite, world: World, store: ResultStore, started: float, *, log,
                    lease: Lease | None) -> RunOutcome:
     check = lease.check if lease is not None else (lambda: None)
+    world = world.on(spec.prompts)  # a tuning trial reads the validation prompts, never the test ones
     manifest = _manifest(spec, world)
     check()
     store.write_manifest(spec.run_id, {**manifest, "status": "running"})
@@ -345,7 +400,9 @@ def _run_and_store(spec: RunSpec, suite: Suite, world: World, store: ResultStore
             world.reward, suite.evaluate, step=trained.accounting.optimizer_steps,
             progress=f"{spec.label()}: evaluating", task_dirs=(suite.path.parent / "tasks",),
         )
-        implicit = _implicit_reward_rows(spec, suite, world, policy, trained.accounting.optimizer_steps)
+        # held-out pairs share prompts with the test set: a trial (validation) does not read them
+        implicit = [] if spec.prompts == VALIDATION else _implicit_reward_rows(
+            spec, suite, world, policy, trained.accounting.optimizer_steps)
     except RunFailed as err:
         check()
         store.write_manifest(spec.run_id, {**manifest, "status": "failed", "error": str(err)})
@@ -354,7 +411,9 @@ def _run_and_store(spec: RunSpec, suite: Suite, world: World, store: ResultStore
         return RunOutcome(spec, "failed", str(err), time.perf_counter() - started)
     identity = _identity_columns(spec)
     accounting = _accounting_columns(trained, evaluation.seconds, world.device)
-    metrics = _rows_frame(evaluation.rows + implicit + _curve_rows(trained, spec), identity, accounting)
+    rows = [{**r, "split": VALIDATION} if spec.prompts == VALIDATION and r["split"] == "eval" else r
+            for r in evaluation.rows]
+    metrics = _rows_frame(rows + implicit + _curve_rows(trained, spec), identity, accounting)
     samples = pd.DataFrame(evaluation.samples).assign(run_id=spec.run_id)
     seconds = time.perf_counter() - started
     store.write_run(spec.run_id, metrics, samples, {**manifest, "status": "ok", "seconds": seconds, "accounting": accounting},

@@ -14,10 +14,12 @@ A suite is a YAML mapping; every key is checked here, so a typo is caught before
     budget: {kind: flops, value: 3.0e11}
     train: {...}                     # TrainConfig
     evaluate: {...}                  # EvalConfig
+    tune: {trials: 8, sampler: quasi-random, seeds: [0, 1, 2]}   # TuneConfig (harness.tuning)
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -110,8 +112,37 @@ class DataConfig:
 
     train_split: str = setting("train")
     eval_split: str = setting("test")  # held-out pairs: evaluation prompts and preference accuracy
+    # a tuned suite's validation prompts (harness.tuning); "": the eval split's prompts after the test
+    # ones. Only trials read it (their identity records it), so it is not part of other runs' identity.
+    validation_split: str = setting("", identity=False)
     on_invalid: str = setting("drop", one_of(*ON_INVALID))  # rows with an empty completion or no room: drop (warned) | error
     max_prompt_length: int = setting(0, non_negative())  # tokens; longer prompts are invalid rows (0: no limit but max_length)
+
+
+SAMPLERS = ("grid", "quasi-random", "model-based")  # harness.tuning.sampler: Optuna's Grid, QMC, TPE
+DIRECTIONS = ("auto", "maximize", "minimize")
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """The `tune:` section: every method (plugins too) gets the same trials under the suite's budget,
+    is selected on validation prompts and re-run with `seeds` on the test prompts (harness.tuning).
+
+    `space` narrows or overrides a method's declared search space (harness.losses.base.Dimension):
+    {method or "*": {dimension: [values] | value | {low, high, scale}}}, checked against the losses
+    when plugins are loaded (harness.tuning.space); the learning rate `lr` is a factor of train.lr
+    there, as `harness methods` shows it."""
+
+    trials: int = setting(0, positive())  # per method, the same for every method (required)
+    sampler: str = setting("quasi-random", one_of(*SAMPLERS))
+    seed: int = setting(0, non_negative())  # the sampler's seed: the same for every method
+    grid_points: int = setting(3, positive())  # grid sampler: points per range dimension (1: the untuned value)
+    metric: str = setting("reward")  # "reward" (the suite's reward metric) or "evaluator/metric"
+    direction: str = setting("auto", one_of(*DIRECTIONS))  # auto: the metric's own higher_is_better
+    kl_budget: float = setting(math.inf, positive())  # the selected trial's validation KL (the headline KL: exact, else k3) must be <= this
+    seeds: tuple[int, ...] = ()  # re-runs of the selected setting (and of the defaults); () = the suite's seeds
+    validation_prompts: int = setting(0, non_negative())  # prompts selection reads (0: as many as evaluate.prompts)
+    space: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -139,6 +170,12 @@ class Suite:
     plugins: tuple[str, ...] = ()
     # dotted key -> the `--set` text that gave it: errors found later name where a key came from
     overrides: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+    tune: TuneConfig | None = None  # None: each method runs at its given settings
+
+    @property
+    def final_seeds(self) -> tuple[int, ...]:
+        """The seeds each reported setting runs with: tune.seeds when tuned, else seeds."""
+        return (self.tune.seeds or self.seeds) if self.tune else self.seeds
 
     def where(self, key: str = "") -> str:
         """The prefix of an error about `key`: the suite file, or the `--set` that gave the key."""
@@ -147,7 +184,7 @@ class Suite:
 
 TOP_LEVEL_KEYS = {
     "name", "description", "sandbox", "model", "dataset", "data", "methods", "seeds", "budget", "train",
-    "evaluate", "plugins",
+    "evaluate", "plugins", "tune",
 }
 # The sections read into a config dataclass; every field is checked by its declared constraints.
 SECTIONS: dict[str, type] = {"data": DataConfig, "budget": Budget, "train": TrainConfig, "evaluate": EvalConfig}
@@ -211,6 +248,7 @@ def parse_suite(raw: dict[str, Any], path: Path, overrides: dict[str, str] | Non
         seeds=_seeds(raw.get("seeds", [0]), src),
         plugins=_strings(raw.get("plugins") or [], src, "plugins", "[my_loss.py]"),
         overrides=dict(overrides or {}),
+        tune=_tune(raw, src) if "tune" in raw else None,
         **configs,
     )
     _cross_checks(suite, src)
@@ -224,13 +262,26 @@ def _text(raw: dict[str, Any], key: str, src: Source, default: str, *, required:
     return value
 
 
-def _seeds(value: Any, src: Source) -> tuple[int, ...]:
+def _tune(raw: dict[str, Any], src: Source) -> TuneConfig:
+    """The `tune:` section: its scalar fields checked like any section's; seeds (may be empty: the
+    suite's) and the space overrides (checked against the losses by harness.tuning.space) apart."""
+    given = _mapping(raw.get("tune"), src, "tune")
+    space = _mapping(given.pop("space", None), src, "tune.space")
+    seeds = given.pop("seeds", None)
+    config = replace(_section({"tune": given}, "tune", TuneConfig, src), space=space,
+                     seeds=_seeds(seeds, src, "tune.seeds") if seeds is not None else ())
+    if "trials" not in given:
+        raise src.error("tune.trials", "tune.trials is missing: the number of trials every method gets, e.g. 8")
+    return config
+
+
+def _seeds(value: Any, src: Source, key: str = "seeds") -> tuple[int, ...]:
     ok = isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
                                                    for s in value)
     if not ok:
-        raise src.error("seeds", f"seeds = {value!r} should be a non-empty list of integers >= 0, e.g. [0, 1, 2]")
+        raise src.error(key, f"{key} = {value!r} should be a non-empty list of integers >= 0, e.g. [0, 1, 2]")
     if len(set(value)) != len(value):
-        raise src.error("seeds", f"seeds = {value!r} lists a seed twice; list each once")
+        raise src.error(key, f"{key} = {value!r} lists a seed twice; list each once")
     return tuple(value)
 
 

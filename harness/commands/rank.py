@@ -49,20 +49,36 @@ def rank_new_methods(
         added = tuple(MethodEntry(name) for name in new if name not in present)
         suite = dataclasses.replace(suite, methods=suite.methods + added)
         from harness.preflight import check_suite
-        from harness.runner import run_suite
 
         check_suite(suite, results_root, allow_large_budget=allow_large_budget)
-
-        outcome = run_suite(suite, results_root, log=log)
+        outcome, unmet = _run(suite, results_root, log)
         failed = outcome.failed
         for run in failed:
             log(f"  failed: {run.spec.label()} ({run.spec.run_id}): {run.error}")
+        unmet = [m for m in unmet if m in new]
+        if unmet:  # the new method has no setting to rank (no trial within the KL budget)
+            from harness.tuning.run import unmet_message
+
+            raise HarnessError(unmet_message(suite, unmet))
     _print_ranking(results_root, suite.name, new, log)
     from harness.report import write_suite_report
 
     path = write_suite_report(results_root, suite.name, reports_root / f"{suite.name}.html")
     log(f"report: {path}")
     return 1 if failed else 0
+
+
+def _run(suite, results_root: Path, log) -> tuple[Any, list[str]]:
+    """Run what is missing: the tuning protocol on a tuned suite (the new method gets the same
+    trials and budget as the stored ones), else every method at its given setting."""
+    if suite.tune:
+        from harness.tuning.run import tune_suite
+
+        tuned = tune_suite(suite, results_root, log=log)
+        return tuned.runs, tuned.unmet
+    from harness.runner import run_suite
+
+    return run_suite(suite, results_root, log=log), []
 
 
 def _print_ranking(results_root: Path, suite: str, new: list[str], log: Callable[[str], Any]) -> None:

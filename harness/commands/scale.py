@@ -117,6 +117,10 @@ def cmd_submit(args, write_report) -> int:
     module.check(options)
     started = time.perf_counter()
     submission = resolve(args.suite, args.set, args.results, allow_large_budget=args.allow_large_budget)
+    if submission.suite.tune:
+        raise HarnessError(f"{submission.suite.path}: harness submit sends a fixed plan, but a tuned suite's trials "
+                           "follow from earlier results; run `harness run` in each process instead (studies and "
+                           "runs are claimed with locks)")
     print(f"{submission.suite.name}: {len(submission.specs)} runs planned, "
           f"{len(submission.specs) - len(submission.todo)} stored, {len(submission.todo)} to run on {args.executor}")
     if submission.todo:

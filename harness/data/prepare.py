@@ -41,6 +41,9 @@ SHAPES = {
     "sessions": ("sessions", "sessions_train", "train_split"),
     "eval_pairs": ("pairs", "pairs_eval", "eval_split"),
     "eval_unpaired": ("unpaired", "unpaired_eval", "eval_split"),
+    # a tuned suite's named validation split (data.validation_split), when one is given
+    "validation_pairs": ("pairs", "pairs_validation", "validation_split"),
+    "validation_unpaired": ("unpaired", "unpaired_validation", "validation_split"),
 }
 NEEDED = (("pairs_train", "unpaired_train"), ("pairs_eval", "unpaired_eval"))  # one of each
 
@@ -51,11 +54,36 @@ class PreparedData:
     prompts: list[str]  # distinct evaluation prompts, in the eval split's order
     stats: dict[str, Any]  # file name -> what loading did (harness.data.loading.LoadStats)
 
+    def validation_prompts(self, test: int, n: int, *, where: str) -> list[str]:
+        """A tuned suite's validation prompts: the first `n` distinct prompts of the named
+        validation split (data.validation_split), else the eval split's after the `test` ones
+        evaluation reads (disjoint from them by construction)."""
+        named = [self.files[k] for k in ("validation_pairs", "validation_unpaired") if k in self.files]
+        pool = list(dict.fromkeys(r["prompt"] for r in read_jsonl(named[0]))) if named else self.prompts[test:]
+        out = pool[:n]
+        if len(out) < n:
+            split = "validation split" if named else f"eval split (after its {test} test prompts)"
+            raise HarnessError(f"{where}: tune: the {split} has {len(pool)} distinct prompts, fewer than "
+                               f"tune.validation_prompts = {n}; lower it")
+        return out
+
+
+def check_disjoint(validation: list[str], test: list[str], training: set[str], *, where: str) -> None:
+    """Selection must not see a test prompt or a training prompt: refuse validation prompts that
+    overlap either, naming one."""
+    for name, other in (("test", set(test)), ("training", training)):
+        shared = [p for p in validation if p in other]
+        if shared:
+            raise HarnessError(f"{where}: {len(shared)} validation prompts are also {name} prompts "
+                               f"(e.g. {shared[0]!r}); selection must read prompts of its own: use a "
+                               "validation set disjoint from the test prompts and the training data")
+
 
 def prepare_dataset(source: str, data: DataConfig, tokenizer, tokenizer_key: str, max_length: int,
                     *, where: str) -> PreparedData:
     """Read `source` into the sandbox's file layout (once; later calls read the cache)."""
-    key = content_hash({"source": source, "data": vars(data), "tokenizer": tokenizer_key,
+    settings = {k: v for k, v in vars(data).items() if k != "validation_split" or v}  # keys predate it
+    key = content_hash({"source": source, "data": settings, "tokenizer": tokenizer_key,
                         "max_length": max_length, "version": LOADER_VERSION})
     folder, _ = cached_folder("datasets", key, lambda tmp: _write(tmp, _load_all(source, data, tokenizer, max_length, where)))
     files = {shape: folder / f"{name}.jsonl" for shape, (_, name, _) in SHAPES.items()
@@ -68,8 +96,9 @@ def prepare_dataset(source: str, data: DataConfig, tokenizer, tokenizer_key: str
 def _read_splits(source: str, data: DataConfig, where: str) -> dict[str, tuple[list[dict], str]]:
     """Each split's records, read once; an eval split that is the train split is refused (a
     single file, or a folder whose files name no split, has one split only)."""
+    named = [data.train_split, data.eval_split] + ([data.validation_split] if data.validation_split else [])
     try:
-        splits = {split: read_records(source, split) for split in (data.train_split, data.eval_split)}
+        splits = {split: read_records(source, split) for split in named}
     except HarnessError as err:
         raise HarnessError(f"{where}: dataset: {err}") from None
     if data.train_split != data.eval_split and splits[data.train_split][0] == splits[data.eval_split][0]:
@@ -85,6 +114,8 @@ def _load_all(source: str, data: DataConfig, tokenizer, max_length: int, where: 
     splits = _read_splits(source, data, where)
     loaded, errors = {}, {}
     for loading_shape, name, split_attr in SHAPES.values():
+        if not getattr(data, split_attr):  # no validation split named
+            continue
         try:
             loaded[name] = load_rows(
                 source, loading_shape, tokenizer=tokenizer, split=getattr(data, split_attr), max_length=max_length,

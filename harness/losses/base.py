@@ -209,23 +209,28 @@ def validate_search_space(
         where = f"{owner}: search_space[{key!r}]"
         if key not in defaults:
             raise HarnessError(f"{where} names no hyper-parameter{did_you_mean(key, defaults)}")
-        if dim.scale not in SCALES:
-            raise HarnessError(f"{where}: scale {dim.scale!r} should be one of {', '.join(SCALES)}")
-        if not dim.source.strip():
-            raise HarnessError(f"{where}: give the source of the range (a paper's sweep, the authors' configs)")
-        if dim.scale == "choice":
-            if not dim.choices:
-                raise HarnessError(f"{where}: a choice needs at least one value")
-        elif dim.low is None or dim.high is None or not dim.low < dim.high:
-            raise HarnessError(f"{where}: needs low < high, got [{dim.low}, {dim.high}]")
-        elif dim.scale == "log" and dim.low <= 0:
-            raise HarnessError(f"{where}: a log scale needs low > 0, got {dim.low}")
-        constraint = constraints.get(key)
-        for value in dim.probes():
-            if constraint is not None and not constraint.check(value):
-                raise HarnessError(f"{where}: {value!r} {constraint.text}; narrow the range")
+        check_dimension(where, dim, constraints.get(key))
         if not dim.contains(defaults[key]):
             raise HarnessError(f"{where}: {dim.text()} leaves out the default {defaults[key]!r}")
+
+
+def check_dimension(where: str, dim: Dimension, constraint: Constraint | None) -> None:
+    """A well-formed dimension with a source whose ends and middle satisfy `constraint` (also
+    for a suite's narrowed space, harness.tuning.space). Raises HarnessError."""
+    if dim.scale not in SCALES:
+        raise HarnessError(f"{where}: scale {dim.scale!r} should be one of {', '.join(SCALES)}")
+    if not dim.source.strip():
+        raise HarnessError(f"{where}: give the source of the range (a paper's sweep, the authors' configs)")
+    if dim.scale == "choice":
+        if not dim.choices:
+            raise HarnessError(f"{where}: a choice needs at least one value")
+    elif dim.low is None or dim.high is None or not dim.low < dim.high:
+        raise HarnessError(f"{where}: needs low < high, got [{dim.low}, {dim.high}]")
+    elif dim.scale == "log" and dim.low <= 0:
+        raise HarnessError(f"{where}: a log scale needs low > 0, got {dim.low}")
+    for value in dim.probes():
+        if constraint is not None and not constraint.check(value):
+            raise HarnessError(f"{where}: {value!r} {constraint.text}; narrow the range")
 
 
 def unsearched(defaults: Mapping[str, Any], space: Mapping[str, Dimension]) -> list[str]:

@@ -25,6 +25,7 @@ from harness.rank import (
     KL_K3,
     LC_WIN_RATE,
     REWARD,
+    START_METHOD,
     WIN_RATE,
     format_interval,
     format_value,
@@ -43,6 +44,7 @@ from harness.report.figures import (
 )
 from harness.report.html import Cell, esc, figure_div, number_cell, page, sort_key, table, write_atomic
 from harness.report.reproducibility import reproducibility_html
+from harness.report.tuning import TuningData, read_tuning, tuning_sections
 from harness.report.sections import (
     COMPUTE_TEXT,
     MATRIX_TEXT,
@@ -88,7 +90,8 @@ def write_suite_report(results_root: Path, suite: str, out_path: Path) -> Path:
             f"run `harness run suites/{suite}.yaml` first"
         )
     samples = store.read_samples(columns=SAMPLE_COLUMNS)
-    html = render_suite_report(metrics, suite, samples=samples, manifests=store.read_manifests())
+    tuning = read_tuning(results_root, suite, metrics[metrics["method"] == START_METHOD])
+    html = render_suite_report(metrics, suite, samples=samples, manifests=store.read_manifests(), tuning=tuning)
     return write_atomic(Path(out_path), html)
 
 
@@ -97,9 +100,11 @@ def render_suite_report(
     suite: str,
     samples: pd.DataFrame | None = None,
     manifests: dict[str, dict] | None = None,
+    tuning: TuningData | None = None,
 ) -> str:
     """The HTML page of a suite from its long-format results rows, and optionally its per-sample
-    rows (bootstrap CIs, significance, win-rate matrix) and run manifests (method cards)."""
+    rows (bootstrap CIs, significance, win-rate matrix), run manifests (method cards) and, for a
+    tuned suite, its tuning record (harness.report.tuning)."""
     samples = samples if samples is not None and len(samples) else None
     board = leaderboard(metrics, samples=samples)
     reward, kl = reward_key(metrics), kl_key(metrics)
@@ -119,6 +124,10 @@ def render_suite_report(
         "<h2>Leaderboard</h2>",
         leaderboard_table(board, frontier),
         f'<p class="muted">{esc(rank_text(board, label(reward)))}</p>',
+    ]
+    if tuning is not None:
+        sections += tuning_sections(tuning, board, reward, label(reward))
+    sections += [
         "<h2>Reward vs KL</h2>",
     ]
     scatter = frontier_figure(board, frontier, x=kl, y=reward, colors=colors,

@@ -51,6 +51,11 @@ def _atomic_write_bytes(path: Path, write: Callable[[Path], Any]) -> None:
     staged.commit()
 
 
+def write_frame(path: Path, frame: pd.DataFrame) -> None:
+    """Write a small table (not a run's results) as parquet, atomically."""
+    _atomic_write_bytes(Path(path), lambda tmp: frame.to_parquet(tmp, index=False))
+
+
 def _table(frame: pd.DataFrame, schema: pa.Schema, what: str) -> pa.Table:
     missing = [name for name in schema.names if name not in frame.columns]
     if missing:
@@ -75,6 +80,13 @@ class ResultStore:
         self.root = Path(root)
         self.suite = check_name(suite, "suite name")  # never a path out of `root`
         self.folder = self.root / suite
+
+    def inner(self, *parts: str) -> ResultStore:
+        """A store in a folder inside this suite's (a tuned suite's trials and defaults,
+        harness.tuning.run), each part a plain name."""
+        store = ResultStore(self.root, self.suite)
+        store.folder = self.folder.joinpath(*(check_name(p, "results sub-folder") for p in parts))
+        return store
 
     def _path(self, run_id: str, suffix: str) -> Path:
         return self.folder / f"{check_name(run_id, 'run id')}{suffix}"

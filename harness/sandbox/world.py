@@ -241,6 +241,25 @@ def find_sandbox(config: SandboxConfig) -> Sandbox | None:
     return Sandbox(path) if (path / "summary.json").exists() else None
 
 
+def sandbox_validation_prompts(sandbox: Sandbox, config: SandboxConfig, n: int) -> list[str]:
+    """`n` distinct prompts for selecting hyper-parameters (harness.tuning), drawn from the
+    language's prompt grammar by a stream of their own and disjoint from every prompt the world's
+    data files hold: the test prompts, the held-out pairs and every training file. Derived from the
+    built world, not stored in it, so worlds built before tuning existed serve as they are."""
+    taken = {row["prompt"] for name in DATA_FILES if sandbox.data(name).exists()
+             for row in read_jsonl(sandbox.data(name))}
+    rng = _stream(config.seed, "validation_prompts")
+    out: dict[str, None] = {}
+    for _ in range(100 * n + 1000):  # the grammar has thousands of prompts; a cap, not a loop forever
+        if len(out) == n:
+            return list(out)
+        p = grammar.prompt(rng)
+        if p not in taken:
+            out[p] = None
+    raise HarnessError(f"sandbox {config.key()}: found only {len(out)} prompts outside its data for "
+                       f"{n} validation prompts; lower tune.validation_prompts")
+
+
 def _stream(seed: int, part: str) -> random.Random:
     """The random stream of one part of the build (str seeds hash with SHA-512: stable)."""
     return random.Random(f"sandbox/{seed}/{part}")

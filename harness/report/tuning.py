@@ -1,0 +1,163 @@
+"""The tuning sections of a tuned suite's report: does tuning change the ranking, what was selected,
+how sensitive each method is to each hyper-parameter, and what tuning cost.
+
+Reads parquet only: the trials table (results/<suite>/tuning/trials.parquet, harness.tuning.select)
+and the defaults' runs (results/<suite>/tuning/defaults/); the tuned leaderboard is the page's own.
+"""
+
+from __future__ import annotations
+
+import html as html_lib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from harness.rank import START_METHOD, format_interval, format_value, leaderboard
+from harness.report.figures import TEMPLATE
+from harness.report.html import Cell, esc, figure_div, table
+from harness.results import ResultStore
+from harness.tuning.select import sensitivity, tuning_cost
+
+TUNING_TEXT = (
+    "Every method, plugins included, had the same number of trials, each trained with the suite's budget and "
+    "evaluated on validation prompts disjoint from the test prompts and the training data; the selected setting "
+    "(best validation metric within the KL budget) was then re-run with the final seeds and evaluated on the test "
+    "prompts only. The defaults' leaderboard is each method at its untuned setting with the same seeds."
+)
+
+
+@dataclass
+class TuningData:
+    trials: pd.DataFrame  # the trials table
+    defaults: pd.DataFrame  # the defaults' results rows (with the start run's)
+
+
+def read_tuning(results_root: Path, suite: str, start_rows: pd.DataFrame) -> TuningData | None:
+    """The suite's tuning record, or None for a suite that was not tuned."""
+    path = Path(results_root) / suite / "tuning" / "trials.parquet"
+    if not path.exists():
+        return None
+    defaults = ResultStore(results_root, suite).inner("tuning", "defaults").read_metrics()
+    return TuningData(pd.read_parquet(path), pd.concat([start_rows, defaults], ignore_index=True))
+
+
+def tuning_sections(data: TuningData, tuned_board: pd.DataFrame, reward: str, reward_label: str) -> list[str]:
+    """The HTML sections (headings, tables, figures, notes)."""
+    trials = data.trials
+    first = trials.iloc[0]
+    budget = "none" if math.isinf(first["kl_budget"]) else format_value(first["kl_budget"])
+    out = [
+        "<h2>Tuning: does it change the ranking?</h2>",
+        f"<p>{esc(TUNING_TEXT)} Sampler: {esc(first['sampler'])} (seed {int(first['seed'])}), "
+        f"{int(first['trials'])} trials per method; selection metric {esc(first['metric'])} "
+        f"({esc(first['direction'])}); KL budget {esc(budget)} ({esc(first['kl_metric'])}).</p>",
+        rank_change_table(data.defaults, tuned_board, reward, reward_label),
+        "<h3>Selected hyper-parameters</h3>",
+        selection_table(trials),
+    ]
+    figure = sensitivity_figure(trials)
+    if figure is not None:
+        out += ["<h3>Sensitivity</h3>", figure_div(figure, "tuning-sensitivity"),
+                '<p class="muted">Each trial\'s validation metric against each hyper-parameter that varied; the '
+                "selected trial as a star. The learning rate is absolute.</p>"]
+    out += ["<h3>Tuning compute</h3>", cost_table(trials)]
+    return out
+
+
+def _ranks(board: pd.DataFrame) -> pd.DataFrame:
+    methods = board[board["method"] != START_METHOD]
+    return methods.groupby("method", sort=False).first()
+
+
+def rank_change_table(defaults: pd.DataFrame, tuned_board: pd.DataFrame, reward: str, reward_label: str) -> str:
+    """Per method: its rank and reward untuned and tuned, and the change of rank (+ = moved up)."""
+    default_board = leaderboard(defaults) if len(defaults) else tuned_board.iloc[0:0]
+    before, after = _ranks(default_board), _ranks(tuned_board)
+    rows = []
+    for method in dict.fromkeys([*after.index, *before.index]):
+        b = before.loc[method] if method in before.index else None
+        a = after.loc[method] if method in after.index else None
+        change = (b["rank"] - a["rank"]) if a is not None and b is not None else math.nan
+        cells = [Cell(method, method, True), _rank(b), _rank(a),
+                 Cell("–" if math.isnan(change) else f"{change:+.2g}", "" if math.isnan(change) else f"{change:020.6f}"),
+                 _interval(b, reward), _interval(a, reward)]
+        rows.append(("", cells))
+    headers = [("method", True), ("rank, defaults", False), ("rank, tuned", False), ("rank change (+: up)", False),
+               (f"{reward_label}, defaults", False), (f"{reward_label}, tuned", False)]
+    return table(headers, rows)
+
+
+def _rank(row) -> Cell:
+    if row is None or pd.isna(row["rank"]):
+        return Cell("–")
+    return Cell(format_value(row["rank"]), f"{row['rank']:020.6f}")
+
+
+def _interval(row, key: str) -> Cell:
+    if row is None or key not in row.index or pd.isna(row[key]):
+        return Cell("–")
+    return Cell(format_interval(row[key], row[key + ":ci_low"], row[key + ":ci_high"]), f"{row[key]:+020.6f}")
+
+
+def selection_table(trials: pd.DataFrame) -> str:
+    """Per method: the selected setting, its validation metric and KL, and how many trials met the budget."""
+    rows = []
+    for method, group in trials.groupby("method", sort=False):
+        chosen = group[group["selected"]]
+        ok = int((group["status"] == "ok").sum())
+        within = int(group["within_budget"].sum())
+        if chosen.empty:
+            setting, value, kl = "nothing selected (no trial within the KL budget)", "–", "–"
+        else:
+            row = chosen.iloc[0]
+            setting = ", ".join(f"{k}={format_value(v) if isinstance(v, float) else v}"
+                                for k, v in json.loads(row["params"]).items())
+            value, kl = format_value(row["value"]), format_value(row["kl"])
+        rows.append(("", [Cell(method, method, True), Cell(setting, setting, True), Cell(value), Cell(kl),
+                          Cell(f"{ok} of {len(group)}"), Cell(str(within))]))
+    headers = [("method", True), ("selected setting", True), ("validation metric", False), ("validation KL", False),
+               ("trials ok", False), ("within KL budget", False)]
+    return table(headers, rows)
+
+
+def cost_table(trials: pd.DataFrame) -> str:
+    """Per method: trials, FLOPs and seconds spent tuning; the total in the last row."""
+    cost = tuning_cost(trials)
+    rows = [("", [Cell(r.method, r.method, True), Cell(str(int(r.trials))), Cell(format_value(r.flops_total)),
+                  Cell(f"{r.train_seconds:.1f}"), Cell(f"{r.eval_seconds:.1f}")]) for r in cost.itertuples()]
+    rows.append(("", [Cell("total", "~", True), Cell(str(int(cost["trials"].sum()))),
+                      Cell(format_value(cost["flops_total"].sum())), Cell(f"{cost['train_seconds'].sum():.1f}"),
+                      Cell(f"{cost['eval_seconds'].sum():.1f}")]))
+    headers = [("method", True), ("trials", False), ("FLOPs", False), ("train s", False), ("eval s", False)]
+    return table(headers, rows)
+
+
+def sensitivity_figure(trials: pd.DataFrame) -> go.Figure | None:
+    """One row of panels per method, one panel per hyper-parameter that varied: validation metric
+    against the value, the selected trial as a star. None when nothing varied."""
+    panels = {m: sensitivity(trials, m) for m in dict.fromkeys(trials["method"])}
+    panels = {m: p for m, p in panels.items() if p}
+    if not panels:
+        return None
+    columns = max(len(p) for p in panels.values())
+    titles = [html_lib.escape(f"{m}: {name}") if i < len(p) else ""
+              for m, p in panels.items() for i, name in enumerate(list(p) + [""] * (columns - len(p)))]
+    figure = make_subplots(rows=len(panels), cols=columns, subplot_titles=titles, vertical_spacing=0.3 / len(panels))
+    for r, (method, params) in enumerate(panels.items(), start=1):
+        for c, (name, frame) in enumerate(params.items(), start=1):
+            frame = frame.sort_values(name)
+            figure.add_trace(go.Scatter(x=frame[name], y=frame["value"], mode="markers+lines", showlegend=False,
+                                        marker=dict(color="#1f77b4"), line=dict(dash="dot", width=1)), row=r, col=c)
+            picked = frame[frame["selected"]]
+            figure.add_trace(go.Scatter(x=picked[name], y=picked["value"], mode="markers", showlegend=False,
+                                        marker=dict(symbol="star", size=14, color="#d62728")), row=r, col=c)
+            values = pd.to_numeric(frame[name], errors="coerce")
+            if values.notna().all() and (values > 0).all() and values.max() / values.min() > 20:
+                figure.update_xaxes(type="log", row=r, col=c)
+    figure.update_layout(template=TEMPLATE, height=260 * len(panels), margin=dict(t=40, b=30))
+    return figure

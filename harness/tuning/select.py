@@ -1,0 +1,98 @@
+"""Selecting each method's setting from its trials, on validation rows only; the trials table.
+
+pandas only (reports read this module; they never import torch). A trial's value is its metric
+on the validation split (rows with split "validation", at the run's last step); rows of any other
+split, the test prompts' "eval" rows included, are never read, so no test number reaches selection.
+
+The trials table (results/<suite>/tuning/trials.parquet) has one row per trial: method, trial
+(0-based), run_id, params (JSON: the loss's hyper-parameters and the absolute learning rate),
+value and kl (validation), status (ok | failed), within_budget, selected, and the protocol's
+settings (metric, kl_metric: the KL the budget bounds, direction, kl_budget, sampler, seed, trials) and each trial's compute
+(flops_total, train_seconds, eval_seconds).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+
+from harness.rank import reward_key
+
+VALIDATION = "validation"  # the split of a trial's evaluation rows (harness.plan.VALIDATION)
+TRIAL_COLUMNS = ("method", "trial", "run_id", "params", "value", "kl", "status", "within_budget", "selected",
+                 "metric", "kl_metric", "direction", "kl_budget", "sampler", "seed", "trials", "flops_total", "train_seconds",
+                 "eval_seconds")
+
+
+def metric_of(metric: str, rows: pd.DataFrame) -> str:
+    """The metric key selection reads: `metric`, or the suite's reward key for "reward"."""
+    return reward_key(rows) if metric == "reward" else metric
+
+
+def direction_of(direction: str, key: str, rows: pd.DataFrame) -> str:
+    """maximize or minimize: as given, or from the metric's own higher_is_better ("auto")."""
+    if direction != "auto":
+        return direction
+    flags = rows.loc[(rows["evaluator"] + "/" + rows["metric"]) == key, "higher_is_better"].dropna()
+    return "minimize" if len(flags) and not bool(flags.iloc[0]) else "maximize"
+
+
+def validation_value(rows: pd.DataFrame, key: str) -> float:
+    """One run's `key` ("evaluator/metric") on the validation split at its last step; NaN if absent."""
+    mine = rows[(rows["split"] == VALIDATION) & ((rows["evaluator"] + "/" + rows["metric"]) == key)]
+    if mine.empty:
+        return math.nan
+    return float(mine.sort_values("step", kind="stable")["value"].iloc[-1])
+
+
+def select(trials: pd.DataFrame, direction: str, kl_budget: float) -> pd.DataFrame:
+    """`trials` (one method's or several) with within_budget and selected set: per method, the
+    best finite value among the ok trials whose KL is within the budget (an infinite budget
+    admits a trial without a KL), first trial on ties; none when no trial qualifies."""
+    out = trials.copy()
+    finite = out["value"].map(lambda v: v is not None and math.isfinite(v))
+    within = out["kl"].map(lambda k: math.isinf(kl_budget) or (k is not None and math.isfinite(k) and k <= kl_budget))
+    out["within_budget"] = within & (out["status"] == "ok")
+    out["selected"] = False
+    sign = -1.0 if direction == "maximize" else 1.0
+    for _, group in out[out["within_budget"] & finite].groupby("method", sort=False):
+        best = (group["value"] * sign).astype(float).idxmin()  # first on ties
+        out.loc[best, "selected"] = True
+    return out
+
+
+def unmet(trials: pd.DataFrame) -> list[str]:
+    """Methods with trials but no selection (no trial within the KL budget, or every trial failed)."""
+    methods = list(dict.fromkeys(trials["method"]))
+    chosen = set(trials.loc[trials["selected"], "method"])
+    return [m for m in methods if m not in chosen]
+
+
+def selected_params(trials: pd.DataFrame) -> dict[str, dict]:
+    """method -> its selected setting (the params JSON, parsed)."""
+    return {r.method: json.loads(r.params) for r in trials[trials["selected"]].itertuples()}
+
+
+def tuning_cost(trials: pd.DataFrame) -> pd.DataFrame:
+    """Per method: trials run, their total FLOPs and seconds (training and evaluation)."""
+    grouped = trials.groupby("method", sort=False)
+    return pd.DataFrame({
+        "trials": grouped["run_id"].count(),
+        "flops_total": grouped["flops_total"].sum(),
+        "train_seconds": grouped["train_seconds"].sum(),
+        "eval_seconds": grouped["eval_seconds"].sum(),
+    }).reset_index()
+
+
+def sensitivity(trials: pd.DataFrame, method: str) -> dict[str, pd.DataFrame]:
+    """Per hyper-parameter that varied across `method`'s trials: its values, the validation
+    metric, and whether the trial was selected (for sensitivity plots)."""
+    mine = trials[trials["method"] == method]
+    params = pd.DataFrame([json.loads(p) for p in mine["params"]], index=mine.index)
+    out = {}
+    for name in params.columns:
+        if params[name].nunique(dropna=True) > 1:
+            out[name] = pd.DataFrame({name: params[name], "value": mine["value"], "selected": mine["selected"]})
+    return out
