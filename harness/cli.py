@@ -139,7 +139,7 @@ def cmd_run(args) -> int:
                            "results; run `harness run` without --shard in each process (studies and runs are "
                            "claimed with locks)")
     if suite.tune:  # the fair-comparison protocol (harness.tuning)
-        from harness.tuning.run import tune_suite
+        from harness.tune import tune_suite
 
         tuned = tune_suite(suite, Path(args.results))
         outcome, unmet = tuned.runs, tuned.unmet
@@ -159,7 +159,7 @@ def cmd_run(args) -> int:
     for failed in outcome.failed:
         print(f"  failed: {failed.spec.label()} ({failed.spec.run_id}): {failed.error}", file=sys.stderr)
     if unmet:  # reported after everything else is stored: the trials stay, nothing is relaxed
-        from harness.tuning.run import unmet_message
+        from harness.tune import unmet_message
 
         raise HarnessError(unmet_message(suite, unmet))
     return EXIT_RUN_FAILED if outcome.failed else 0

@@ -30,6 +30,7 @@ FLOORS: list[tuple[str, ...]] = [
     ("harness.losses",),  # the loss contract and the regimes' declarations
     ("harness.plugins",),
     ("harness.plan", "harness.methods"),
+    ("harness.tuning",),  # search spaces, samplers, selection: plain data over losses, suites and ranks
     ("harness.data",),  # formats, loading, tokenizing, collation, packing
     ("harness.logprobs",),
     ("harness.needs",),
@@ -37,6 +38,7 @@ FLOORS: list[tuple[str, ...]] = [
     ("harness.sandbox",),
     ("harness.train", "harness.evaluate"),
     ("harness.runner", "harness.preflight"),  # preflight: the checks commands run before any work
+    ("harness.tune",),  # the tuning stage: trials, selection and re-runs through the runner
     ("harness.prepared",),  # the precompute stage before a fan-out, through the runner's World
     ("harness.executors",),
     ("harness.commands",),

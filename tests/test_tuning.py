@@ -314,7 +314,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_sandbox_tuned_tunes_every_method_of_sandbox_all_alike():
     from harness.losses import LOSSES, get_loss
     from harness.suite import load_suite
-    from harness.tuning.run import check_tuning
+    from harness.tune import check_tuning
 
     tuned, every = load_suite(ROOT / "suites" / "sandbox-tuned.yaml"), load_suite(ROOT / "suites" / "sandbox-all.yaml")
     builtin = sorted(n for n in LOSSES.names() if get_loss(n).origin == "built-in")
@@ -328,7 +328,7 @@ def test_sandbox_tuned_tunes_every_method_of_sandbox_all_alike():
 def test_sandbox_beta_sweeps_beta_at_one_learning_rate():
     from harness.losses import get_loss
     from harness.suite import load_suite
-    from harness.tuning.run import check_tuning
+    from harness.tune import check_tuning
     from harness.tuning.sampler import distributions
 
     suite = load_suite(ROOT / "suites" / "sandbox-beta.yaml")

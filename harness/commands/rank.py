@@ -57,7 +57,7 @@ def rank_new_methods(
             log(f"  failed: {run.spec.label()} ({run.spec.run_id}): {run.error}")
         unmet = [m for m in unmet if m in new]
         if unmet:  # the new method has no setting to rank (no trial within the KL budget)
-            from harness.tuning.run import unmet_message
+            from harness.tune import unmet_message
 
             raise HarnessError(unmet_message(suite, unmet))
     _print_ranking(results_root, suite.name, new, log)
@@ -72,7 +72,7 @@ def _run(suite, results_root: Path, log) -> tuple[Any, list[str]]:
     """Run what is missing: the tuning protocol on a tuned suite (the new method gets the same
     trials and budget as the stored ones), else every method at its given setting."""
     if suite.tune:
-        from harness.tuning.run import tune_suite
+        from harness.tune import tune_suite
 
         tuned = tune_suite(suite, results_root, log=log)
         return tuned.runs, tuned.unmet

@@ -21,7 +21,6 @@ from harness.rank import START_METHOD, format_interval, format_value, leaderboar
 from harness.report.figures import TEMPLATE
 from harness.report.html import Cell, esc, figure_div, table
 from harness.results import ResultStore
-from harness.tuning.select import sensitivity, tuning_cost
 
 TUNING_TEXT = (
     "Every method, plugins included, had the same number of trials, each trained with the suite's budget and "
@@ -66,6 +65,29 @@ def tuning_sections(data: TuningData, tuned_board: pd.DataFrame, reward: str, re
                 '<p class="muted">Each trial\'s validation metric against each hyper-parameter that varied; the '
                 "selected trial as a star. The learning rate is absolute.</p>"]
     out += ["<h3>Tuning compute</h3>", cost_table(trials)]
+    return out
+
+
+def tuning_cost(trials: pd.DataFrame) -> pd.DataFrame:
+    """Per method: trials run, their total FLOPs and seconds (training and evaluation)."""
+    grouped = trials.groupby("method", sort=False)
+    return pd.DataFrame({
+        "trials": grouped["run_id"].count(),
+        "flops_total": grouped["flops_total"].sum(),
+        "train_seconds": grouped["train_seconds"].sum(),
+        "eval_seconds": grouped["eval_seconds"].sum(),
+    }).reset_index()
+
+
+def sensitivity(trials: pd.DataFrame, method: str) -> dict[str, pd.DataFrame]:
+    """Per hyper-parameter that varied across `method`'s trials: its values, the validation
+    metric, and whether the trial was selected (for sensitivity plots)."""
+    mine = trials[trials["method"] == method]
+    params = pd.DataFrame([json.loads(p) for p in mine["params"]], index=mine.index)
+    out = {}
+    for name in params.columns:
+        if params[name].nunique(dropna=True) > 1:
+            out[name] = pd.DataFrame({name: params[name], "value": mine["value"], "selected": mine["selected"]})
     return out
 
 

@@ -83,7 +83,7 @@ class ResultStore:
 
     def inner(self, *parts: str) -> ResultStore:
         """A store in a folder inside this suite's (a tuned suite's trials and defaults,
-        harness.tuning.run), each part a plain name."""
+        harness.tune), each part a plain name."""
         store = ResultStore(self.root, self.suite)
         store.folder = self.folder.joinpath(*(check_name(p, "results sub-folder") for p in parts))
         return store

@@ -8,7 +8,8 @@ The protocol, in the order `harness run` follows it for a suite with a `tune:` s
    model-based) through ask/tell with fixed distributions, seeded by `tune.seed` (sampler.py). A
    trial is an ordinary run (content-hash id) evaluated on the validation prompts, stored under
    results/<suite>/tuning/trials/; a re-run replays the same proposals and reuses stored trials,
-   so an interrupted tuning resumes with only the missing trials (run.py);
+   so an interrupted tuning resumes with only the missing trials (harness.tune, the stage above
+   the runner that runs all this);
 3. selection reads the trials' validation rows only: the best `tune.metric` in `tune.direction`
    among the trials whose validation KL meets `tune.kl_budget`, or nothing when none does
    (select.py; results/<suite>/tuning/trials.parquet records every trial and the choice);

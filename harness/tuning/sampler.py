@@ -3,7 +3,7 @@
 Optuna proposes; the harness's store is the record. A study lives in memory only: on every
 invocation it is replayed from trial 0, each proposal's result read from the store when that
 trial is stored, so the same seed gives the same proposals and a killed tuning resumes where it
-stopped (harness.tuning.run). The samplers (one study per method, all seeded alike):
+stopped (harness.tune). The samplers (one study per method, all seeded alike):
 
 - grid: Optuna's GridSampler over each dimension's points: the choices, or `grid_points` values
   evenly spaced on the dimension's scale (one point: the dimension's centre, the untuned value);

@@ -73,26 +73,3 @@ def unmet(trials: pd.DataFrame) -> list[str]:
 def selected_params(trials: pd.DataFrame) -> dict[str, dict]:
     """method -> its selected setting (the params JSON, parsed)."""
     return {r.method: json.loads(r.params) for r in trials[trials["selected"]].itertuples()}
-
-
-def tuning_cost(trials: pd.DataFrame) -> pd.DataFrame:
-    """Per method: trials run, their total FLOPs and seconds (training and evaluation)."""
-    grouped = trials.groupby("method", sort=False)
-    return pd.DataFrame({
-        "trials": grouped["run_id"].count(),
-        "flops_total": grouped["flops_total"].sum(),
-        "train_seconds": grouped["train_seconds"].sum(),
-        "eval_seconds": grouped["eval_seconds"].sum(),
-    }).reset_index()
-
-
-def sensitivity(trials: pd.DataFrame, method: str) -> dict[str, pd.DataFrame]:
-    """Per hyper-parameter that varied across `method`'s trials: its values, the validation
-    metric, and whether the trial was selected (for sensitivity plots)."""
-    mine = trials[trials["method"] == method]
-    params = pd.DataFrame([json.loads(p) for p in mine["params"]], index=mine.index)
-    out = {}
-    for name in params.columns:
-        if params[name].nunique(dropna=True) > 1:
-            out[name] = pd.DataFrame({name: params[name], "value": mine["value"], "selected": mine["selected"]})
-    return out

@@ -1,5 +1,5 @@
-"""Running a tuned suite: the start model, the defaults, every method's trials, the selected
-settings (the protocol is in harness.tuning's docstring).
+"""The tuning stage, above the runner: a tuned suite's start model, defaults, every method's trials
+and selected settings (the protocol is in harness.tuning's docstring).
 
 Where everything is stored (all ordinary runs, content-hash ids, reused when stored):
 
