@@ -188,18 +188,22 @@ def cmd_plan(args) -> int:
 
         print(tuning_plan_text(suite))
     _quiet_libraries()
-    from harness.runner import estimate_plan
+    from harness.runner import estimate_plan, plan_estimate_blocker
 
     estimates = estimate_plan(suite, specs)
-    print(f"{'run_id':<12}  {'method':<28} {'seed':>4}  {'budget':<16} {'steps':>7} {'est. train time':>15}")
+    start_of = {model: name for name, model in suite.starts}  # a start column when there are several
+    start = (lambda spec: f"{start_of[spec.model]:<10} ") if start_of else (lambda spec: "")
+    print(f"{'run_id':<12}  {'start':<10} " if start_of else f"{'run_id':<12}  ", end="")
+    print(f"{'method':<28} {'seed':>4}  {'budget':<16} {'steps':>7} {'est. train time':>15}")
     for spec in specs:
         budget = f"{spec.budget.kind}={spec.budget.value:.3g}" if spec.trains else "eval only"
         steps, seconds = estimates.get(spec.run_id, (None, None))
         steps_text = f"~{steps}" if steps is not None else "?"
         time_text = f"~{seconds:.0f} s" if seconds is not None else "?"
-        print(f"{spec.run_id:<12}  {spec.label():<28} {spec.seed:>4}  {budget:<16} {steps_text:>7} {time_text:>15}")
+        print(f"{spec.run_id:<12}  {start(spec)}{spec.label():<28} {spec.seed:>4}  {budget:<16} {steps_text:>7} "
+              f"{time_text:>15}")
     if not estimates:
-        print("steps and times need the sandbox's data: `harness sandbox build` first (plan trains nothing)")
+        print(plan_estimate_blocker(suite) or "no run trains: nothing to estimate")
     return 0
 
 

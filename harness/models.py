@@ -1,6 +1,7 @@
 """Loading the policy, the reference and the tokenizer, with one dtype and device policy.
 
-A model is named by "sandbox" (the sandbox's SFT model), a local folder, or a Hub id; all go
+A model is named by "sandbox" (the sandbox's SFT model; "sandbox:base" and "sandbox:instruct" are
+its pretrained and instruction-tuned starts), a local folder, or a Hub id; all go
 through the same `from_pretrained` path, so the local-folder tests exercise the Hub code.
 Policy: fp32 on CPU (bf16 matmuls are far slower there); on CUDA the weights stay fp32 and
 training runs under bf16 autocast.
@@ -37,14 +38,17 @@ def pick_device() -> torch.device:
 _MODEL_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "tokenizer*"]
 
 
-def resolve_model_path(name: str, sandbox_sft_dir: Path | None, *, where: str = "model") -> str:
-    """A local folder for a suite's `model:` value: the sandbox's SFT model, a folder, or a Hub
-    id's snapshot (downloaded, or from the Hugging Face cache when offline). Always a folder, so
-    that the reference cache can fingerprint the weights."""
-    if name == "sandbox":
-        if sandbox_sft_dir is None:
-            raise HarnessError("model: sandbox needs the sandbox to be built first")
-        return str(sandbox_sft_dir)
+def resolve_model_path(name: str, sandbox_models: dict[str, Path] | None, *, where: str = "model") -> str:
+    """A local folder for a suite's `model:` value: one of the sandbox's starting models
+    (`sandbox_models`: name -> folder, harness.sandbox.world.Sandbox.start_dirs), a folder, or a
+    Hub id's snapshot (downloaded, or from the Hugging Face cache when offline). Always a folder,
+    so that the reference cache can fingerprint the weights."""
+    if name == "sandbox" or name.startswith("sandbox:"):
+        if sandbox_models is None:
+            raise HarnessError(f"{where}: {name} needs the sandbox to be built first")
+        if name not in sandbox_models:
+            raise HarnessError(f"{where}: unknown sandbox model {name!r}; use one of {', '.join(sandbox_models)}")
+        return str(sandbox_models[name])
     if Path(name).expanduser().is_dir():
         return str(Path(name).expanduser())
     try:
@@ -58,6 +62,20 @@ def resolve_model_path(name: str, sandbox_sft_dir: Path | None, *, where: str = 
         raise HarnessError(f"{where}: {name!r} is not a local folder and cannot be fetched from the Hub "
                            f"({type(err).__name__}: {_first_line(err)}); offline (HF_HUB_OFFLINE=1) only "
                            "models already in the Hugging Face cache load") from None
+
+
+def cached_locally(name: str) -> bool:
+    """Whether a suite's `model:` value loads without the network: a sandbox model, a local
+    folder, or a Hub id whose snapshot is in the Hugging Face cache."""
+    if name == "sandbox" or name.startswith("sandbox:") or Path(name).expanduser().is_dir():
+        return True
+    try:
+        from huggingface_hub import snapshot_download
+
+        snapshot_download(name, allow_patterns=_MODEL_FILES, local_files_only=True)
+        return True
+    except Exception:  # noqa: BLE001 (not cached, or not a valid id: either way not loadable offline)
+        return False
 
 
 def load_tokenizer(name_or_path: str):

@@ -94,17 +94,20 @@ class RunSpec:
 
 
 def plan_suite(suite: Suite) -> list[RunSpec]:
-    """The starting model's run first, then every method setting × seed, in suite order."""
+    """For each starting point (one unless `model:` names several): the starting model's run
+    first, then every method setting × seed, in suite order."""
     from harness.losses import get_loss
     from harness.losses.regimes import MethodHparams, resolve_method_hparams
 
-    runs = [_spec(suite, START, "1", MethodHparams({}, {}), suite.seeds[0])]
-    for entry in suite.methods:
-        loss = get_loss(entry.name, where=f"{suite.where('methods')}: methods")
-        for hparams in _grid(entry):
-            resolved = resolve_method_hparams(loss, hparams, where=suite.where(f"methods.{entry.name}"))
-            for seed in suite.seeds:
-                runs.append(_spec(suite, entry.name, loss.version, resolved, seed))
+    runs = []
+    for model in suite.start_models:
+        runs.append(_spec(suite, START, "1", MethodHparams({}, {}), suite.seeds[0], model=model))
+        for entry in suite.methods:
+            loss = get_loss(entry.name, where=f"{suite.where('methods')}: methods")
+            for hparams in _grid(entry):
+                resolved = resolve_method_hparams(loss, hparams, where=suite.where(f"methods.{entry.name}"))
+                for seed in suite.seeds:
+                    runs.append(_spec(suite, entry.name, loss.version, resolved, seed, model=model))
     return _unique(runs)
 
 
@@ -132,11 +135,13 @@ def method_spec(suite: Suite, method: str, hparams: dict[str, Any], seed: int, *
     return spec
 
 
-def _spec(suite: Suite, method: str, version: str, hparams: MethodHparams, seed: int) -> RunSpec:
+def _spec(suite: Suite, method: str, version: str, hparams: MethodHparams, seed: int, *,
+          model: str | None = None) -> RunSpec:
+    """One run from `model` (default the suite's first starting point)."""
     return RunSpec(
         suite=suite.name, method=method, method_version=version,
         loss_hparams=tuple(sorted(hparams.loss.items())), regime_hparams=tuple(sorted(hparams.regime.items())),
-        seed=seed, model=suite.model,
+        seed=seed, model=model or suite.model,
         dataset=suite.dataset, sandbox=tuple(sorted(suite.sandbox.items())), data=suite.data,
         budget=suite.budget, train=suite.train, evaluate=suite.evaluate,
     )

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from harness.errors import HarnessError
-from harness.suite import SANDBOX, Suite, check_budget_size
+from harness.suite import SANDBOX, SANDBOX_MODELS, Suite, check_budget_size
 
 
 def check_suite(suite: Suite, results_root: Path | None = None, *, allow_large_budget: bool = False) -> list:
@@ -26,7 +26,8 @@ def check_suite(suite: Suite, results_root: Path | None = None, *, allow_large_b
     check_budget_size(suite, allow_large=allow_large_budget)
     if results_root is not None:
         check_results_folder(Path(results_root), suite.name)
-    check_model_source(suite.model, f"{suite.where('model')}: model")
+    for model in suite.start_models:
+        check_model_source(model, f"{suite.where('model')}: model")
     check_dataset_source(suite.dataset, f"{suite.where('dataset')}: dataset")
     return check_registered(suite)
 
@@ -37,7 +38,7 @@ def check_registered(suite: Suite) -> list:
     from harness.plan import plan_suite
     from harness.plugins import load_suite_plugins
 
-    if SANDBOX in (suite.model, suite.dataset):
+    if suite.dataset == SANDBOX or any(m in SANDBOX_MODELS for m in suite.start_models):
         from harness.sandbox.world import SandboxConfig
 
         SandboxConfig.from_dict(suite.sandbox, suite.where("sandbox"))
@@ -90,8 +91,10 @@ def _writable(folder: Path) -> bool:
 def check_model_source(name: str, where: str) -> None:
     """A model named as a local folder must hold a saved model (its config.json); a Hub id is
     checked when it is fetched (that needs the network or the Hugging Face cache)."""
-    if name == SANDBOX:
+    if name in SANDBOX_MODELS:
         return
+    if name.startswith(f"{SANDBOX}:"):
+        raise HarnessError(f"{where}: unknown sandbox model {name!r}; use one of {', '.join(SANDBOX_MODELS)}")
     path = Path(name).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():

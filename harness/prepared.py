@@ -38,7 +38,7 @@ def prepare_key(suite: Suite) -> str:
     """Hash of what the shared artifacts depend on (not the seeds, budget or optimizer settings)."""
     methods = sorted({(s.method, s.method_version) for s in plan_suite(suite)})
     return content_hash({
-        "model": suite.model, "dataset": suite.dataset, "sandbox": suite.sandbox, "data": asdict(suite.data),
+        "model": suite.model if not suite.starts else list(suite.start_models), "dataset": suite.dataset, "sandbox": suite.sandbox, "data": asdict(suite.data),
         "max_length": suite.train.max_length, "packing": suite.train.packing,
         "evaluate": asdict(suite.evaluate), "methods": methods,
     })
@@ -84,15 +84,18 @@ def _build(suite: Suite, log) -> dict[str, Any]:
     from harness.runner import _method_run, prepare_world
 
     started = time.perf_counter()
-    world = prepare_world(suite)
-    log(f"{suite.name}: building the evaluation baseline")
-    world.baseline(suite)
-    shapes = set()
-    for spec in plan_suite(suite):
-        if spec.trains:  # tokenizes the data and reads or computes the reference's log-probs
-            shapes.add(_method_run(spec, suite, world).data_shape)
-    return {"suite": suite.name, "key": prepare_key(suite), "start_model": str(world.start_path),
-            "reference_logps": sorted(world._reference), "data_shapes": sorted(shapes),
+    shapes, references, paths = set(), set(), []
+    for model in suite.start_models:  # each starting point's baseline and reference log-probs
+        world = prepare_world(suite, model)
+        log(f"{suite.name}: building the evaluation baseline of {model}")
+        world.baseline(suite)
+        for spec in plan_suite(suite):
+            if spec.trains and spec.model == model:  # tokenizes the data, reads or computes the reference's
+                shapes.add(_method_run(spec, suite, world).data_shape)
+        references.update(world._reference)
+        paths.append(str(world.start_path))
+    return {"suite": suite.name, "key": prepare_key(suite), "start_model": paths[0], "start_models": paths,
+            "reference_logps": sorted(references), "data_shapes": sorted(shapes),
             "baseline_prompts": len(world.eval_prompts), "seconds": time.perf_counter() - started,
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 

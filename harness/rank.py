@@ -145,12 +145,19 @@ def entry_names(settings: Iterable[tuple[str, str]]) -> dict[tuple[str, str], st
 
 
 def label_entries(metrics: pd.DataFrame) -> pd.DataFrame:
-    """A copy of `metrics` with an "entry" column naming each row's (method, hparams) setting."""
+    """A copy of `metrics` with an "entry" column naming each row's (method, hparams) setting,
+    and, when the runs start from several models (a suite's starting points), the model after
+    an "@" ("dpo @ sandbox:base"), so that runs from different starts are never pooled."""
     out = metrics.copy()
     keys = list(zip(out["method"].astype(str), out["hparams"].astype(str)))
     names = entry_names(keys)
     out["entry"] = [names[k] for k in keys]
+    if "model" in out.columns and out["model"].nunique() > 1:
+        out["entry"] = out["entry"] + START_SEPARATOR + out["model"].astype(str)
     return out
+
+
+START_SEPARATOR = " @ "  # between an entry's setting and its starting model
 
 
 def seed_interval(

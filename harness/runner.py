@@ -32,7 +32,7 @@ from harness.generation import prepare_backend, release_engines
 from harness.logprobs import completion_token_logps
 from harness.losses import get_loss
 from harness.losses.regimes import REGIMES, RegimeSpec, train_data_shape
-from harness.models import frozen_copy, load_policy, load_tokenizer, pick_device, resolve_model_path
+from harness.models import cached_locally, frozen_copy, load_policy, load_tokenizer, pick_device, resolve_model_path
 from harness.needs import unmet_needs
 from harness.plan import TEST, VALIDATION, RunSpec, plan_suite, shard_ids
 from harness.plugins import load_suite_plugins
@@ -41,7 +41,7 @@ from harness.results.lease import Lease, LeaseLost
 from harness.sampling import sampling_fields
 from harness.results.schema import ACCOUNTING_COLUMNS, IDENTITY_COLUMNS, SCHEMA_VERSION
 from harness.sandbox.world import Sandbox, SandboxConfig, load_or_build_sandbox, sandbox_validation_prompts
-from harness.suite import SANDBOX, Suite
+from harness.suite import SANDBOX, SANDBOX_MODELS, Suite
 from harness.train.budget import Accounting, step_amount
 from harness.train.checkpoint import RunCheckpoint
 from harness.train.distributed import barrier, broadcast, is_main, launched_distributed
@@ -178,13 +178,14 @@ def use_one_thread_for_tiny_models(device: torch.device, parameters: int) -> Non
         torch.set_num_threads(1)
 
 
-def prepare_world(suite: Suite) -> World:
-    """The start model, the data and the reward model of a suite: the sandbox's, or real ones
-    (a local folder or Hub id for `model:` and `evaluate.reward_model`, a local file, folder or
-    Hub id for `dataset:`), which may be mixed."""
+def prepare_world(suite: Suite, model: str | None = None) -> World:
+    """The start model (`model`, default the suite's first start), the data and the reward model
+    of a suite: the sandbox's, or real ones (a local folder or Hub id for `model:` and
+    `evaluate.reward_model`, a local file, folder or Hub id for `dataset:`), which may be mixed."""
+    model = model or suite.model
     sandbox, config = _built_sandbox(suite) if _uses_sandbox(suite) else (None, SandboxConfig())
     device = pick_device()
-    start_path = resolve_model_path(suite.model, sandbox.sft_dir if sandbox else None, where=f"{suite.path}: model")
+    start_path = resolve_model_path(model, sandbox.start_dirs() if sandbox else None, where=f"{suite.path}: model")
     tokenizer = load_tokenizer(start_path)
     data_loading = None
     validation = None
@@ -233,7 +234,7 @@ def _training_prompts(files: dict[str, Path]) -> set[str]:
 def _uses_sandbox(suite: Suite) -> bool:
     """Whether the suite's model or data come from the sandbox (a real dataset with the sandbox's
     gold judge is refused by the suite's own checks)."""
-    return SANDBOX in (suite.model, suite.dataset)
+    return suite.dataset == SANDBOX or any(m in SANDBOX_MODELS for m in suite.start_models)
 
 
 def _built_sandbox(suite: Suite) -> tuple[Sandbox, SandboxConfig]:
@@ -261,17 +262,20 @@ def run_suite(suite: Suite, results_root: Path, *, log=print, shard: tuple[int, 
 
 
 class WorldOnce:
-    """The suite's world, prepared on first use only (nothing is loaded when every run is stored).
-    A fan-out worker's first calls `wait_for_shared` (see run_suite)."""
+    """The world of one starting model (default the suite's first), prepared on first use only
+    (nothing is loaded when every run is stored); asking for another start replaces it, so one
+    start model is held at a time. A fan-out worker's first call waits for `wait_for_shared`."""
 
     def __init__(self, suite: Suite, wait_for_shared: Callable[..., None] | None = None, log=print):
-        self.suite, self.wait_for_shared, self.log, self._world = suite, wait_for_shared, log, None
+        self.suite, self.wait_for_shared, self.log, self._world, self._model = suite, wait_for_shared, log, None, None
 
-    def __call__(self) -> World:
-        if self._world is None:
-            if self.wait_for_shared is not None:
+    def __call__(self, model: str | None = None) -> World:
+        model = model or self.suite.model
+        if self._world is None or self._model != model:
+            if self.wait_for_shared is not None and self._world is None:
                 self.wait_for_shared(self.suite, log=self.log)
-            self._world = prepare_world(self.suite)
+            self._world, self._model = None, model
+            self._world = prepare_world(self.suite, model)
         return self._world
 
 
@@ -284,12 +288,15 @@ def run_specs(suite: Suite, specs: list[RunSpec], store: ResultStore, world: Wor
     outcome = SuiteOutcome([RunOutcome(s, "stored") for s in specs if s not in todo])
     if not todo:
         return outcome
-    for spec in todo:  # every run's data and needs, before the first run starts
-        check_trainable(spec, suite, world())
     try:
-        if is_main():  # the process that evaluates
-            prepare_backend(world().start_model, world().tokenizer, suite.evaluate.backend)
-        return _run_all(todo, suite, world(), store, outcome, log=log)
+        for model in dict.fromkeys(s.model for s in todo):  # one world per starting model, in plan order
+            runs = [s for s in todo if s.model == model]
+            for spec in runs:  # every run's data and needs, before the first run from this start
+                check_trainable(spec, suite, world(model))
+            if is_main():  # the process that evaluates
+                prepare_backend(world(model).start_model, world(model).tokenizer, suite.evaluate.backend)
+            _run_all(runs, suite, world(model), store, outcome, log=log)
+        return outcome
     finally:
         release_engines()  # the suite's vLLM engines (one per model shape), if it started any
 
@@ -493,18 +500,33 @@ def estimate_plan(suite: Suite, specs: list[RunSpec]) -> dict[str, tuple[int, fl
     """Expected optimizer steps and training seconds per training run, from the data's lengths and
     a measured FLOP/s of one forward-backward pass; trains nothing. Empty when the sandbox is
     not built yet (building it would train the sandbox's model)."""
+    if plan_estimate_blocker(suite) is not None:
+        return {}
+    out = {}
+    for model in dict.fromkeys(s.model for s in specs):
+        world = prepare_world(suite, model)
+        shape = ModelShape.of(world.start_model)
+        flops_per_second = measure_train_flops_per_second(world)
+        for spec in specs:
+            if spec.trains and spec.model == model:
+                forecast = forecast_phase(shape, _method_run(spec, suite, world, with_reference_cache=False).setup)
+                out[spec.run_id] = (forecast.steps, forecast.flops / flops_per_second)
+    return out
+
+
+def plan_estimate_blocker(suite: Suite) -> str | None:
+    """Why steps and times cannot be estimated without building or downloading anything (plan
+    never does either), or None when they can."""
     config = SandboxConfig.from_dict(suite.sandbox, str(suite.path))
     if _uses_sandbox(suite) and not (cache_root() / "sandbox" / config.key()).exists():
-        return {}
-    world = prepare_world(suite)
-    shape = ModelShape.of(world.start_model)
-    flops_per_second = measure_train_flops_per_second(world)
-    out = {}
-    for spec in specs:
-        if spec.trains:
-            forecast = forecast_phase(shape, _method_run(spec, suite, world, with_reference_cache=False).setup)
-            out[spec.run_id] = (forecast.steps, forecast.flops / flops_per_second)
-    return out
+        return "steps and times need the sandbox's data: `harness sandbox build` first (plan trains nothing)"
+    missing = [m for m in suite.start_models if not cached_locally(m)]
+    if missing:
+        return (f"model shape unknown until the model is cached: {', '.join(missing)} (plan downloads nothing; "
+                "`harness run` fetches it, or huggingface-cli download)")
+    if suite.evaluate.reward_model != "gold" and not cached_locally(suite.evaluate.reward_model):
+        return f"reward model {suite.evaluate.reward_model} is not cached; steps and times need it loaded"
+    return None
 
 
 def measure_train_flops_per_second(world: World, repeats: int = 3) -> float:

@@ -4,7 +4,8 @@ A suite is a YAML mapping; every key is checked here, so a typo is caught before
 
     name: quickstart
     sandbox: {}                      # the offline world's settings (harness.sandbox.world)
-    model: sandbox                   # "sandbox" (its SFT model), a local folder or a Hub id
+    model: sandbox                   # "sandbox" (its SFT model), a local folder or a Hub id, or
+                                     # starting points by name: {sft: sandbox, base: sandbox:base}
     dataset: sandbox                 # "sandbox" (its preference pairs), a local file or a Hub id
     data: {train_split: train, eval_split: test}   # how a real dataset is read (DataConfig)
     methods: [dpo, {ipo: {tau: 0.1}}, {simpo: {beta: [2.0, 2.5]}}]   # lists expand to a grid
@@ -38,6 +39,9 @@ ON_INVALID = ("drop", "error")  # data.on_invalid: what harness.data.loading doe
 SCHEDULES = ("cosine", "linear", "constant")  # harness.train.optim.lr_factor
 BACKENDS = ("auto", "transformers", "vllm")  # harness.generation.BACKENDS
 SANDBOX = "sandbox"  # the `model:` / `dataset:` value naming the offline world
+# The sandbox's starting models as `model:` values: its SFT model, pretrained model and
+# instruction-tuned model (harness.sandbox.world.STARTS maps them to the world's folders)
+SANDBOX_MODELS = (SANDBOX, f"{SANDBOX}:base", f"{SANDBOX}:instruct")
 
 
 def setting(default: Any, *checks: Constraint, identity: bool = True) -> Any:
@@ -160,9 +164,11 @@ class Suite:
     methods: tuple[MethodEntry, ...]
     description: str = ""
     sandbox: dict[str, Any] = field(default_factory=dict)
-    model: str = "sandbox"
+    model: str = "sandbox"  # the first starting point's model
     dataset: str = "sandbox"
     data: DataConfig = field(default_factory=DataConfig)
+    # starting points (name, model), when `model:` is a mapping; every method runs from each
+    starts: tuple[tuple[str, str], ...] = ()
     seeds: tuple[int, ...] = (0,)
     budget: Budget = field(default_factory=Budget)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -180,6 +186,11 @@ class Suite:
     def where(self, key: str = "") -> str:
         """The prefix of an error about `key`: the suite file, or the `--set` that gave the key."""
         return Source(self.path, self.overrides).where(key)
+
+    @property
+    def start_models(self) -> tuple[str, ...]:
+        """The model of every starting point, in suite order (one for a plain `model:`)."""
+        return tuple(model for _, model in self.starts) or (self.model,)
 
 
 TOP_LEVEL_KEYS = {
@@ -237,13 +248,15 @@ def parse_suite(raw: dict[str, Any], path: Path, overrides: dict[str, str] | Non
     if "methods" not in raw:
         raise src.error("methods", "missing key 'methods' (a list of method names, see `harness methods`)")
     configs = {key: _section(raw, key, cls, src) for key, cls in SECTIONS.items()}
+    starts = _starts(raw.get("model", SANDBOX), src)
     suite = Suite(
         name=check_name(raw.get("name", path.stem), f"{src.where('name')}: name"),
         path=path,
         description=_text(raw, "description", src, ""),
         methods=_parse_methods(raw["methods"], src),
         sandbox=_mapping(raw.get("sandbox"), src, "sandbox"),
-        model=_text(raw, "model", src, SANDBOX, required=True),
+        model=starts[0][1] if starts else _text(raw, "model", src, SANDBOX, required=True),
+        starts=starts,
         dataset=_text(raw, "dataset", src, SANDBOX, required=True),
         seeds=_seeds(raw.get("seeds", [0]), src),
         plugins=_strings(raw.get("plugins") or [], src, "plugins", "[my_loss.py]"),
@@ -260,6 +273,21 @@ def _text(raw: dict[str, Any], key: str, src: Source, default: str, *, required:
     if not isinstance(value, str) or required and not value.strip():
         raise src.error(key, f"{key} = {value!r} should be {'a non-empty' if required else 'a'} string")
     return value
+
+
+def _starts(value: Any, src: Source) -> tuple[tuple[str, str], ...]:
+    """`model:` as a mapping of starting points (name -> model), e.g. the sandbox's
+    {sft: sandbox, base: sandbox:base, instruct: sandbox:instruct}; () for a single model."""
+    if not isinstance(value, dict):
+        return ()
+    if not value or not all(isinstance(k, str) and isinstance(v, str) and v.strip() for k, v in value.items()):
+        raise src.error("model", "model must be a model name or a mapping of starting points to model names, "
+                                 "e.g. {sft: sandbox, base: sandbox:base, instruct: sandbox:instruct}")
+    models = list(value.values())
+    repeated = next((m for m in models if models.count(m) > 1), None)
+    if repeated is not None:
+        raise src.error("model", f"model: {repeated!r} names two starting points; give each its own model")
+    return tuple(value.items())
 
 
 def _tune(raw: dict[str, Any], src: Source) -> TuneConfig:

@@ -34,6 +34,13 @@ TINY_SANDBOX = {
     "eval_sessions": 4,
     "session_max_new_tokens": 10,
     "session_candidates": 6,  # the tiny model rarely says both a good and a bad answer in fewer
+    # the capability categories' material and the instruction-tuned start, a little of each
+    "corpus_facts": 100,
+    "corpus_reasoning": 60,
+    "corpus_instructed": 20,
+    "instruct_demonstrations": 200,
+    "instruct_steps": 5,
+    "score_starts": False,  # lm-eval on three models: tests/test_sandbox_insights.py scores once
 }
 
 

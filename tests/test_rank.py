@@ -94,7 +94,7 @@ def run_rows(
     }
     rows = []
     for key, (value, lo, hi, se) in evals.items():
-        evaluator, metric = key.split("/")
+        evaluator, metric = key.split("/", 1)
         rows.append({"evaluator": evaluator, "metric": metric, "split": "eval", "step": steps,
                      "value": value, "stderr": se, "ci_low": lo, "ci_high": hi, "n": 64,
                      "higher_is_better": metric not in ("kl_k1", "kl_k3", "kl_token_exact", "completion_tokens")})

@@ -192,10 +192,10 @@ def _section(html: str, heading: str) -> str:
 
 def test_full_report_has_every_section(full_report):
     headings = re.findall(r"<h2>([^<]+)</h2>", full_report)
-    assert headings == ["Leaderboard", "Reward vs KL", "Metrics", "Methods × tasks", "Paired significance",
-                        "Win-rate matrix", "Compute accounting", "Training curves", "Sampling and reproducibility",
-                        "Methods"]
-    for div in ("reward-vs-kl", "metric-bars", "win-rate-matrix", "training-curves"):
+    assert headings == ["Leaderboard", "Reward vs KL", "Metrics", "Methods × tasks", "Alignment tax by category",
+                        "Category score vs KL", "Paired significance", "Win-rate matrix", "Compute accounting",
+                        "Training curves", "Sampling and reproducibility", "Methods"]
+    for div in ("reward-vs-kl", "metric-bars", "category-vs-kl", "win-rate-matrix", "training-curves"):
         assert f'id="{div}"' in full_report
 
 

@@ -130,11 +130,12 @@ def verify_suite(suite: Suite, results_root: Path, *, runs: int = 3, log=print) 
         raise HarnessError(f"{store.folder}: no stored run of suite {suite.name!r} matches its plan; run "
                            f"`harness run {suite.path}` first (or give the --set values it was run with)")
     log(f"{suite.name}: re-running {len(chosen)} of {len(specs)} planned runs in a temporary folder")
-    world = prepare_world(suite)
+    worlds = {}  # one per starting model the chosen runs start from
     out = []
     with tempfile.TemporaryDirectory(prefix="harness-verify-") as folder:
         scratch = ResultStore(Path(folder), suite.name)
         for spec in chosen:
+            world = worlds.get(spec.model) or worlds.setdefault(spec.model, prepare_world(suite, spec.model))
             run_one(spec, suite, world, scratch, log=lambda *_: None)
             out.append(verdict(spec, store, scratch))
             log(out[-1].line())

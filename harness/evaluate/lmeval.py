@@ -6,6 +6,10 @@
       lm_eval_fewshot: -1       # -1: each task's own default
       lm_eval_batch_size: 8
 
+A task name may end in ":N" to give that task its own few-shot count (`arc_challenge:25`), as
+the Open LLM Leaderboard does; the others take `lm_eval_fewshot`. Tasks are evaluated in one
+lm-eval call per distinct count, and their results merged.
+
 A task is named by an lm-eval registry name (`arc_easy`, `mmlu`, ...: needs the Hub unless the
 datasets are cached), by the `task:` name of a YAML in `suites/tasks/` (the suite file's folder's
 `tasks/`, then the project's), or by a YAML file's path. The model is wrapped, not reloaded:
@@ -160,7 +164,7 @@ def _preserved_state(model: torch.nn.Module) -> Iterator[None]:
 def check_tasks(names: Sequence[str], task_dirs: Sequence[Path] = (), *, where: str = "evaluate.lm_eval_tasks") -> None:
     """Raise a HarnessError naming `where` for the first task that is neither a local task YAML
     nor in lm-eval's registry: run before any run starts, so a typo does not wait for training."""
-    _checked_specs(names, search_dirs(task_dirs), where)
+    _checked_specs([split_fewshot(name)[0] for name in names], search_dirs(task_dirs), where)
 
 
 def _checked_specs(names: Sequence[str], dirs: Sequence[Path], where: str):
@@ -178,10 +182,36 @@ def _checked_specs(names: Sequence[str], dirs: Sequence[Path], where: str):
     return specs, manager
 
 
+def split_fewshot(name: str) -> tuple[str, int | None]:
+    """("arc_challenge", 25) for "arc_challenge:25"; (name, None) for a name without a count."""
+    head, sep, tail = name.rpartition(":")
+    return (head, int(tail)) if sep and head and tail.isdigit() else (name, None)
+
+
 def run_lm_eval(model, tokenizer, tasks: Sequence[str], *, limit: int = 0, num_fewshot: int = -1,
                 batch_size: int = 8, bootstrap: int = 2000, seed: int = 1234,
                 task_dirs: Sequence[Path] = ()) -> dict[str, Any]:
-    """lm-eval's results dict for `tasks` on the in-memory `model` (samples included)."""
+    """lm-eval's results dict for `tasks` on the in-memory `model` (samples included); a task
+    named "task:N" runs with N few-shot examples, the rest with `num_fewshot`."""
+    groups: dict[int, list[str]] = {}
+    for name in tasks:
+        task, shots = split_fewshot(name)
+        groups.setdefault(num_fewshot if shots is None else shots, []).append(task)
+    merged: dict[str, Any] = {}
+    for shots, names in groups.items():
+        results = _run_lm_eval(model, tokenizer, names, limit=limit, num_fewshot=shots, batch_size=batch_size,
+                               bootstrap=bootstrap, seed=seed, task_dirs=task_dirs) or {}
+        for key, value in results.items():
+            if isinstance(value, dict):
+                merged.setdefault(key, {}).update(value)
+            else:
+                merged.setdefault(key, value)
+    return merged
+
+
+def _run_lm_eval(model, tokenizer, tasks: Sequence[str], *, limit: int, num_fewshot: int, batch_size: int,
+                 bootstrap: int, seed: int, task_dirs: Sequence[Path]) -> dict[str, Any]:
+    """One lm-eval call: `tasks` with one few-shot setting."""
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
 

@@ -165,3 +165,37 @@ def win_rate_heatmap(matrix: pd.DataFrame) -> go.Figure | None:
                          yaxis=dict(title="method (A)", autorange="reversed"),
                          margin=dict(l=120, r=20, t=30, b=100))
     return figure
+
+
+def category_kl_figure(frame: pd.DataFrame, colors: dict[str, str] | None = None) -> go.Figure | None:
+    """Each task category's score against KL (harness.report.insights.insights_frame): one panel
+    per category, one point per (entry, starting point) with 95% CIs, the colour naming the
+    method and the marker the starting point (the starting model itself a star at KL 0)."""
+    points = frame.dropna(subset=["value", "kl"])
+    if points.empty:
+        return None
+    categories = list(dict.fromkeys(points["category"]))
+    starts = list(dict.fromkeys(points["start"]))
+    symbols = ["circle", "square", "diamond", "triangle-up", "cross", "x"]
+    colors = colors or entry_colors(list(dict.fromkeys(points["entry"])))
+    cols = min(len(categories), 3)
+    rows = -(-len(categories) // cols)
+    figure = make_subplots(rows=rows, cols=cols, subplot_titles=[html.escape(c) for c in categories])
+    shown: set[str] = set()
+    for i, category in enumerate(categories):
+        for (entry, start), one in points[points["category"] == category].groupby(["entry", "start"], sort=False):
+            is_start = bool(one["is_start"].iloc[0])
+            name = html.escape(f"{entry} @ {start}")
+            figure.add_trace(go.Scatter(
+                x=one["kl"], y=one["value"], mode="markers", name=name, legendgroup=name, showlegend=name not in shown,
+                marker=dict(size=12 if is_start else 9, color="#7f7f7f" if is_start else colors.get(entry, PALETTE[0]),
+                            symbol="star" if is_start else symbols[starts.index(start) % len(symbols)]),
+                error_x=_error(one["kl"], one["kl_low"], one["kl_high"]),
+                error_y=_error(one["value"], one["ci_low"], one["ci_high"]),
+                hovertemplate=f"<b>{name}</b><br>KL %{{x:.4g}}<br>score %{{y:.4g}}<extra></extra>",
+            ), row=i // cols + 1, col=i % cols + 1)
+            shown.add(name)
+    figure.update_layout(template=TEMPLATE, height=320 * rows, legend_title_text="entry @ start",
+                         margin=dict(l=50, r=20, t=40, b=40))
+    figure.update_xaxes(title_text="KL to the start")
+    return figure

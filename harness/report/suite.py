@@ -36,6 +36,7 @@ from harness.rank import (
     win_rate_matrix,
 )
 from harness.report.figures import (
+    category_kl_figure,
     entry_colors,
     frontier_figure,
     metric_bars_figure,
@@ -43,6 +44,7 @@ from harness.report.figures import (
     win_rate_heatmap,
 )
 from harness.report.html import Cell, esc, figure_div, number_cell, page, sort_key, table, write_atomic
+from harness.report.insights import INSIGHTS_TEXT, insights_frame, insights_tables
 from harness.report.reproducibility import reproducibility_html
 from harness.report.tuning import TuningData, read_tuning, tuning_sections
 from harness.report.sections import (
@@ -150,6 +152,7 @@ def render_suite_report(
                  '<p class="muted">Every held-out metric, grouped by evaluator (lm-eval task metrics, then '
                  "win rates, then the rest); mean [95% CI] over seeds; the best entry of each ranked "
                  "column in bold.</p>"]
+    sections += _insights_sections(metrics, samples)
     sections += _significance_sections(metrics, samples, order, reward)
     sections += ["<h2>Compute accounting</h2>", compute_accounting_table(metrics, order),
                  f'<p class="muted">{esc(COMPUTE_TEXT)}</p>']
@@ -160,6 +163,21 @@ def render_suite_report(
     sections += ["<h2>Sampling and reproducibility</h2>", reproducibility_html(manifests or {})]
     sections += ["<h2>Methods</h2>", method_cards_html(metrics, method_cards(manifests or {}), order)]
     return page(f"harness report: {suite}", "\n".join(sections))
+
+
+def _insights_sections(metrics: pd.DataFrame, samples: pd.DataFrame | None) -> list[str]:
+    """The study's table (methods × categories × starting points, tax, win rates) and each
+    category's score against KL; nothing when the suite measured no lm-eval task."""
+    frame = insights_frame(metrics, samples)
+    if frame.empty:
+        return []
+    out = ["<h2>Alignment tax by category</h2>", insights_tables(frame), f'<p class="muted">{esc(INSIGHTS_TEXT)}</p>']
+    figure = category_kl_figure(frame)
+    if figure is not None:
+        out += ["<h2>Category score vs KL</h2>", figure_div(figure, "category-vs-kl"),
+                '<p class="muted">One panel per category; colour: method, marker: starting point '
+                "(the starting model a grey star); 95% CIs on both axes.</p>"]
+    return out
 
 
 def _significance_sections(metrics: pd.DataFrame, samples: pd.DataFrame | None, order: list[str],

@@ -148,6 +148,13 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"{lm.get('noisy_documents', 0)} made disfluent), loss {summary['pretrain_loss']:.3f}; "
         f"fine-tuned on {lm.get('demonstrations', '?')} demonstrations, loss {summary['sft_loss']:.3f}"
     )
+    scores = summary.get("start_scores") or {}
+    if scores:
+        lines.append("  starting points on the capability categories (lm-eval; value [95% CI] (chance)):")
+        for start, by in scores.items():
+            lines.append(f"    {start:<17} " + "; ".join(
+                f"{c} {s['value']:.3f} [{s['ci_low']:.3f}, {s['ci_high']:.3f}]"
+                + ("" if s.get("chance") is None else f" ({s['chance']:.2f})") for c, s in by.items()))
     sft = summary["sft_samples"]
     lines.append(f"  SFT samples' gold reward ({sft['reward']['n']} samples): {_dist_line(sft['reward'])}")
     lines.append(f"    disfluent (any ungrammatical word pair): {sft['disfluent_fraction']:.1%}, "

@@ -1,11 +1,15 @@
 """Building the sandbox world, once per configuration, into the cache.
 
 What is built, in order:
-1. the language model (cached on its own, by the settings that shape it, so that changing only
-   a data setting such as flip_rate reuses it): a corpus of reviews and dialogues from the
-   grammar, some made disfluent; demonstrations; a word-level tokenizer fitted to them; a tiny
-   Llama pretrained on the corpus and fine-tuned on the demonstrations (the SFT model every
-   method starts from);
+1. the language models (cached on their own, by the settings that shape them, so that changing
+   only a data setting such as flip_rate reuses them): a corpus of reviews and dialogues from the
+   grammar, some made disfluent, plus statements of the world's facts and myths, in-context
+   reasoning and instructed reviews (harness.sandbox.facts); demonstrations; a word-level
+   tokenizer fitted to them; a tiny Llama pretrained on the corpus (the `base` start) and
+   fine-tuned on the demonstrations (the SFT model, the `sft` start every method starts from by
+   default); and the `instruct` start, fine-tuned from the same pretrained weights by a stronger
+   recipe (twice the demonstrations, a larger share that follow an instruction, more steps);
+   with each start's scores on the capability categories (harness.evaluate.sandbox_tasks);
 2. the data, sampled from the SFT model and labelled with the gold reward, as jsonl under
    data/ in TRL's column names (see DATA_FILES);
 3. summary.json: sizes, the SFT model's gold-reward distribution, samples, and for every file
@@ -18,6 +22,7 @@ of its own (`_stream`), so a seed fixes everything.
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 import shutil
@@ -33,7 +38,7 @@ import torch
 
 from harness.cache import cached_folder, content_hash
 from harness.data.jsonl import read_jsonl, write_jsonl
-from harness.sandbox import grammar, shapes, summary as summarize
+from harness.sandbox import facts, grammar, shapes, summary as summarize
 from harness.sandbox.lm import (
     TinyModelConfig,
     build_model,
@@ -45,11 +50,13 @@ from harness.sandbox.lm import (
 from harness.sandbox.reward import BradleyTerryJudge, GoldReward
 from harness.data.tokenize import encode_turns, open_turn, render_turns
 from harness.errors import HarnessError, did_you_mean
+from harness.suite import SANDBOX_MODELS
 from harness.sampling import SamplingConfig, sampling_problem
 
 # Bump when the build procedure changes in a way that changes its output.
 # 3: the data are sampled from the SFT model's untruncated distribution (2 drew from its top 50).
-SANDBOX_VERSION = 3
+# 4: the capability material in the corpus and demonstrations, the instruct start.
+SANDBOX_VERSION = 4
 
 # Every data file of a world (data/<name>.jsonl) and its columns; the trainer reads these.
 DATA_FILES: dict[str, tuple[str, ...]] = {
@@ -69,7 +76,12 @@ DATA_FILES: dict[str, tuple[str, ...]] = {
 # The settings that shape the language model (the rest only shape the data sampled from it).
 LM_FIELDS = ("seed", "corpus_documents", "corpus_sessions", "corpus_noise", "demonstrations",
              "session_demonstrations", "max_length", "model", "pretrain_steps", "pretrain_lr",
-             "pretrain_batch_size", "sft_steps", "sft_lr", "batch_size")
+             "pretrain_batch_size", "sft_steps", "sft_lr", "batch_size", "corpus_facts", "corpus_reasoning",
+             "corpus_instructed", "instructed_share", "instruct_demonstrations", "instruct_instructed_share",
+             "instruct_steps", "score_starts")
+
+# The starting models a world provides: suite `model:` value -> its folder in the world.
+STARTS = dict(zip(SANDBOX_MODELS, ("sft", "pretrained", "instruct")))
 
 
 @dataclass(frozen=True)
@@ -85,12 +97,22 @@ class SandboxConfig:
     session_demonstrations: int = 800  # agent turns of dialogues, also fine-tuned on
     max_length: int = 64  # tokens per pretraining row and per demonstration
     model: TinyModelConfig = field(default_factory=TinyModelConfig)
-    pretrain_steps: int = 160
+    pretrain_steps: int = 320  # 160 before the capability material (it needs the steps to be learned)
     pretrain_lr: float = 3e-3
     pretrain_batch_size: int = 32  # packed rows of max_length tokens
     sft_steps: int = 80
     sft_lr: float = 1e-3
     batch_size: int = 64
+    # the capability categories' material in the corpus and demonstrations (harness.sandbox.facts)
+    corpus_facts: int = 6000  # documents stating facts (and myths) about people
+    corpus_reasoning: int = 4000  # the world's rule applied to premises
+    corpus_instructed: int = 600  # reviews under an instruction that they follow
+    instructed_share: float = 0.2  # of the single-turn SFT demonstrations
+    # the instruction-tuned start: the same pretrained weights, a stronger fine-tuning recipe
+    instruct_demonstrations: int = 6000  # single-turn; plus twice the session demonstrations
+    instruct_instructed_share: float = 0.5
+    instruct_steps: int = 120
+    score_starts: bool = True  # score every start on the categories (lm-eval) into the summary
     # the data
     train_pairs: int = 512
     eval_prompts: int = 64
@@ -145,6 +167,8 @@ class SandboxConfig:
         checks = [
             ("flip_rate", 0.0 <= self.flip_rate < 0.5, "a probability below 0.5"),
             ("corpus_noise", 0.0 <= self.corpus_noise <= 1.0, "a fraction in [0, 1]"),
+            ("instructed_share", 0.0 <= self.instructed_share <= 1.0, "a fraction in [0, 1]"),
+            ("instruct_instructed_share", 0.0 <= self.instruct_instructed_share <= 1.0, "a fraction in [0, 1]"),
             ("judge_temperature", self.judge_temperature > 0, "positive"),
             ("kto_desirable_ratio", self.kto_desirable_ratio > 0, "positive"),
             ("stages", self.stages >= 1, "at least 1"),
@@ -154,10 +178,11 @@ class SandboxConfig:
             ("session_threshold", self.session_threshold >= 0, "non-negative"),
         ]
         for name in ("corpus_documents", "demonstrations", "train_pairs", "eval_prompts", "pretrain_steps",
-                     "sft_steps", "batch_size", "pretrain_batch_size", "max_new_tokens", "max_length"):
+                     "sft_steps", "batch_size", "pretrain_batch_size", "max_new_tokens", "max_length",
+                     "instruct_demonstrations", "instruct_steps"):
             checks.append((name, getattr(self, name) >= 1, "at least 1"))
         for name in ("corpus_sessions", "session_demonstrations", "eval_pairs", "unpaired", "sessions",
-                     "eval_sessions"):
+                     "eval_sessions", "corpus_facts", "corpus_reasoning", "corpus_instructed"):
             checks.append((name, getattr(self, name) >= 0, "non-negative"))
         for name, ok, what in checks:
             if not ok:
@@ -204,6 +229,14 @@ class Sandbox:
     @property
     def pretrained_dir(self) -> Path:
         return self.root / "pretrained"
+
+    @property
+    def instruct_dir(self) -> Path:
+        return self.root / "instruct"
+
+    def start_dirs(self) -> dict[str, Path]:
+        """Suite `model:` value -> folder, for every starting model of the world (STARTS)."""
+        return {name: self.root / part for name, part in STARTS.items()}
 
     def data(self, name: str) -> Path:
         return self.root / "data" / f"{name}.jsonl"
@@ -286,13 +319,15 @@ def _build_lm(config: SandboxConfig, out: Path, verbose: bool) -> None:
     for i in range(len(documents)):
         if rng.random() < config.corpus_noise:
             documents[i], noisy = grammar.corrupt(documents[i], rng), noisy + 1
-    demonstrations = [grammar.demonstration(rng) for _ in range(config.demonstrations)]
-    for _ in range(config.session_demonstrations):
-        turns = grammar.session(rng)
-        j = rng.randrange(1, len(turns), 2)  # an agent turn
-        demonstrations.append((open_turn(render_turns(turns[:j])), turns[j]["content"]))
-    rng.shuffle(demonstrations)
-    tokenizer = fit_tokenizer(documents + [f"{p} {c}" for p, c in demonstrations], grammar.vocabulary())
+    demonstrations = _demonstrations(rng, config.demonstrations, config.session_demonstrations, config.instructed_share)
+    # The capability material draws from a stream of its own, so the reviews above are what
+    # they were before it was added.
+    documents += _capability_documents(config, _stream(config.seed, "capabilities"))
+    rng.shuffle(documents)
+    instruct_demonstrations = _demonstrations(_stream(config.seed, "instruct"), config.instruct_demonstrations,
+                                              2 * config.session_demonstrations, config.instruct_instructed_share)
+    tokenizer = fit_tokenizer(documents + [f"{p} {c}" for p, c in demonstrations],
+                              grammar.vocabulary() + facts.vocabulary())
 
     model = build_model(config.model, tokenizer, config.seed)
     rows = pack_documents(tokenizer, documents, config.max_length)
@@ -303,6 +338,7 @@ def _build_lm(config: SandboxConfig, out: Path, verbose: bool) -> None:
     )
     model.save_pretrained(out / "pretrained")
     tokenizer.save_pretrained(out / "pretrained")
+    pretrained = copy.deepcopy(model)
     pretrain_seconds = time.perf_counter() - started
     sft_loss = train_next_token(
         model, encode_demonstrations(tokenizer, demonstrations, config.max_length), steps=config.sft_steps,
@@ -312,17 +348,60 @@ def _build_lm(config: SandboxConfig, out: Path, verbose: bool) -> None:
     model.save_pretrained(out / "sft")
     tokenizer.save_pretrained(out / "sft")
     write_jsonl(out / "sft_train.jsonl", ({"prompt": p, "completion": c} for p, c in demonstrations))
+    sft_seconds = time.perf_counter() - started - pretrain_seconds
+    instruct_loss = train_next_token(
+        pretrained, encode_demonstrations(tokenizer, instruct_demonstrations, config.max_length),
+        steps=config.instruct_steps, batch_size=min(config.batch_size, len(instruct_demonstrations)),
+        lr=config.sft_lr, seed=config.seed + 2, completion_only=True, pad_id=tokenizer.pad_token_id,
+        desc="sandbox: instruction tuning",
+    )
+    pretrained.save_pretrained(out / "instruct")
+    tokenizer.save_pretrained(out / "instruct")
+    instruct_seconds = time.perf_counter() - started - pretrain_seconds - sft_seconds
+    scores = _score_starts(out) if config.score_starts else {}
     info = {
         "vocab_size": len(tokenizer), "parameters": sum(p.numel() for p in model.parameters()),
         "pretrain_loss": round(pretrain_loss, 4), "sft_loss": round(sft_loss, 4),
+        "instruct_loss": round(instruct_loss, 4), "instruct_demonstrations": len(instruct_demonstrations),
         "corpus_documents": len(documents), "noisy_documents": noisy,
         "corpus_tokens": sum(len(r.input_ids) for r in rows), "pretrain_rows": len(rows),
         "demonstrations": len(demonstrations),
-        "seconds": {"pretraining": round(pretrain_seconds, 1),
-                    "fine-tuning": round(time.perf_counter() - started - pretrain_seconds, 1)},
+        "start_scores": scores,
+        "seconds": {"pretraining": round(pretrain_seconds, 1), "fine-tuning": round(sft_seconds, 1),
+                    "instruction tuning": round(instruct_seconds, 1),
+                    "scoring the starts": round(time.perf_counter() - started - pretrain_seconds - sft_seconds
+                                                - instruct_seconds, 1)},
     }
     (out / "lm.json").write_text(json.dumps(info, indent=2))
     say(f"sandbox: language model trained in {time.perf_counter() - started:.1f} s")
+
+
+def _demonstrations(rng: random.Random, single: int, sessions: int, instructed_share: float) -> list[tuple[str, str]]:
+    """`single` single-turn demonstrations (a share of them following an instruction) and
+    `sessions` agent turns of dialogues, shuffled."""
+    out = [facts.instructed(rng) if rng.random() < instructed_share else grammar.demonstration(rng)
+           for _ in range(single)]
+    for _ in range(sessions):
+        turns = grammar.session(rng)
+        j = rng.randrange(1, len(turns), 2)  # an agent turn
+        out.append((open_turn(render_turns(turns[:j])), turns[j]["content"]))
+    rng.shuffle(out)
+    return out
+
+
+def _capability_documents(config: SandboxConfig, rng: random.Random) -> list[str]:
+    """The corpus's statements of facts and myths, reasoning documents and instructed reviews."""
+    docs = [facts.fact_document(rng) for _ in range(config.corpus_facts)]
+    docs += [facts.reasoning_document(rng) for _ in range(config.corpus_reasoning)]
+    docs += [" ".join(facts.instructed(rng)) for _ in range(config.corpus_instructed)]
+    return docs
+
+
+def _score_starts(out: Path) -> dict[str, dict[str, dict[str, float]]]:
+    """Each start's score on each capability category, through lm-eval (the suites' code path)."""
+    from harness.evaluate.sandbox_tasks import category_scores
+
+    return {name: category_scores(out / part) for name, part in STARTS.items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -333,7 +412,7 @@ def _build(config: SandboxConfig, out: Path, verbose: bool) -> None:
     say = _say(verbose)
     started = time.perf_counter()
     lm_dir, lm_built = cached_folder("sandbox-lm", config.lm_key(), lambda tmp: _build_lm(config, tmp, verbose))
-    for part in ("pretrained", "sft"):
+    for part in STARTS.values():
         shutil.copytree(lm_dir / part, out / part)
     lm = json.loads((lm_dir / "lm.json").read_text())
     seconds = dict(lm["seconds"]) if lm_built else {"language model (cached)": 0.0}
@@ -447,6 +526,7 @@ def _summary(config: SandboxConfig, lm: dict, files: dict[str, list[dict]], unpa
         "parameters": lm["parameters"],
         "pretrain_loss": lm["pretrain_loss"],
         "sft_loss": lm["sft_loss"],
+        "start_scores": lm.get("start_scores", {}),
         "lm": lm,
         "sft_samples": {
             "reward": summarize.distribution(rewards),
