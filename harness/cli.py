@@ -306,6 +306,9 @@ def cmd_sandbox(args) -> int:
     if args.action == "build":
         _quiet_libraries()
         sandbox, _ = load_or_build_sandbox(config, verbose=not args.json)
+        from harness.evaluate.sandbox_tasks import score_starts
+
+        score_starts(sandbox)  # the starts on the capability categories, once per world
     else:
         from harness.sandbox.world import find_sandbox
 

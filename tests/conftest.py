@@ -40,7 +40,6 @@ TINY_SANDBOX = {
     "corpus_instructed": 20,
     "instruct_demonstrations": 200,
     "instruct_steps": 5,
-    "score_starts": False,  # lm-eval on three models: tests/test_sandbox_insights.py scores once
 }
 
 

@@ -246,9 +246,9 @@ def test_tiny_world_scores_its_starts_and_a_suite_runs_from_two(tmp_path, harnes
     from harness.runner import run_suite
     from harness.sandbox.world import SandboxConfig, load_or_build_sandbox
 
-    sandbox, _ = load_or_build_sandbox(SandboxConfig.from_dict({**TINY_SANDBOX, "score_starts": True}, "t"),
-                                       verbose=False)
-    scores = sandbox.summary()["start_scores"]
+    sandbox, _ = load_or_build_sandbox(SandboxConfig.from_dict(TINY_SANDBOX, "t"), verbose=False)
+    scores = sandbox_tasks.score_starts(sandbox)
+    assert sandbox.summary()["start_scores"] == scores
     assert set(scores) == {"sandbox", "sandbox:base", "sandbox:instruct"}
     for per_start in scores.values():
         assert set(per_start) == set(sandbox_tasks.CATEGORIES)

@@ -178,6 +178,21 @@ def process_fluency(doc: dict, results: list[str]) -> dict[str, float]:
     return {"fluent": float(grammar.disfluency(results[0]) == 0.0)}
 
 
+def score_starts(sandbox) -> dict[str, dict[str, dict[str, float]]]:
+    """Every starting model of a built world (harness.sandbox.world.Sandbox) on every category,
+    kept beside its summary (START_SCORES, written atomically; read back when present)."""
+    from harness.sandbox.world import START_SCORES
+
+    path = sandbox.root / START_SCORES
+    if path.exists():
+        return json.loads(path.read_text())
+    scores = {name: category_scores(folder) for name, folder in sandbox.start_dirs().items()}
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(scores, indent=2))
+    tmp.replace(path)
+    return scores
+
+
 def write_sandbox_tasks(folder: Path) -> list[Path]:
     """Write every task's jsonl file into `folder` (the YAMLs beside them name them)."""
     folder = Path(folder)

@@ -9,7 +9,8 @@ What is built, in order:
    fine-tuned on the demonstrations (the SFT model, the `sft` start every method starts from by
    default); and the `instruct` start, fine-tuned from the same pretrained weights by a stronger
    recipe (twice the demonstrations, a larger share that follow an instruction, more steps);
-   with each start's scores on the capability categories (harness.evaluate.sandbox_tasks);
+   (each start's scores on the capability categories are added beside the summary, in
+   start_scores.json, by harness.evaluate.sandbox_tasks.score_starts: evaluation sits above);
 2. the data, sampled from the SFT model and labelled with the gold reward, as jsonl under
    data/ in TRL's column names (see DATA_FILES);
 3. summary.json: sizes, the SFT model's gold-reward distribution, samples, and for every file
@@ -78,10 +79,11 @@ LM_FIELDS = ("seed", "corpus_documents", "corpus_sessions", "corpus_noise", "dem
              "session_demonstrations", "max_length", "model", "pretrain_steps", "pretrain_lr",
              "pretrain_batch_size", "sft_steps", "sft_lr", "batch_size", "corpus_facts", "corpus_reasoning",
              "corpus_instructed", "instructed_share", "instruct_demonstrations", "instruct_instructed_share",
-             "instruct_steps", "score_starts")
+             "instruct_steps")
 
 # The starting models a world provides: suite `model:` value -> its folder in the world.
 STARTS = dict(zip(SANDBOX_MODELS, ("sft", "pretrained", "instruct")))
+START_SCORES = "start_scores.json"  # beside summary.json: written by harness.evaluate.sandbox_tasks
 
 
 @dataclass(frozen=True)
@@ -112,7 +114,6 @@ class SandboxConfig:
     instruct_demonstrations: int = 6000  # single-turn; plus twice the session demonstrations
     instruct_instructed_share: float = 0.5
     instruct_steps: int = 120
-    score_starts: bool = True  # score every start on the categories (lm-eval) into the summary
     # the data
     train_pairs: int = 512
     eval_prompts: int = 64
@@ -242,7 +243,10 @@ class Sandbox:
         return self.root / "data" / f"{name}.jsonl"
 
     def summary(self) -> dict[str, Any]:
-        return {**json.loads((self.root / "summary.json").read_text()), "root": str(self.root)}
+        """summary.json, with the starts' category scores (start_scores.json) once they are made."""
+        scores = self.root / START_SCORES
+        extra = {"start_scores": json.loads(scores.read_text())} if scores.exists() else {}
+        return {**json.loads((self.root / "summary.json").read_text()), **extra, "root": str(self.root)}
 
 
 # Torch threads while building. The tiny model's matmuls are too small for intra-op parallelism to
@@ -358,7 +362,6 @@ def _build_lm(config: SandboxConfig, out: Path, verbose: bool) -> None:
     pretrained.save_pretrained(out / "instruct")
     tokenizer.save_pretrained(out / "instruct")
     instruct_seconds = time.perf_counter() - started - pretrain_seconds - sft_seconds
-    scores = _score_starts(out) if config.score_starts else {}
     info = {
         "vocab_size": len(tokenizer), "parameters": sum(p.numel() for p in model.parameters()),
         "pretrain_loss": round(pretrain_loss, 4), "sft_loss": round(sft_loss, 4),
@@ -366,11 +369,8 @@ def _build_lm(config: SandboxConfig, out: Path, verbose: bool) -> None:
         "corpus_documents": len(documents), "noisy_documents": noisy,
         "corpus_tokens": sum(len(r.input_ids) for r in rows), "pretrain_rows": len(rows),
         "demonstrations": len(demonstrations),
-        "start_scores": scores,
         "seconds": {"pretraining": round(pretrain_seconds, 1), "fine-tuning": round(sft_seconds, 1),
-                    "instruction tuning": round(instruct_seconds, 1),
-                    "scoring the starts": round(time.perf_counter() - started - pretrain_seconds - sft_seconds
-                                                - instruct_seconds, 1)},
+                    "instruction tuning": round(instruct_seconds, 1)},
     }
     (out / "lm.json").write_text(json.dumps(info, indent=2))
     say(f"sandbox: language model trained in {time.perf_counter() - started:.1f} s")
@@ -395,13 +395,6 @@ def _capability_documents(config: SandboxConfig, rng: random.Random) -> list[str
     docs += [facts.reasoning_document(rng) for _ in range(config.corpus_reasoning)]
     docs += [" ".join(facts.instructed(rng)) for _ in range(config.corpus_instructed)]
     return docs
-
-
-def _score_starts(out: Path) -> dict[str, dict[str, dict[str, float]]]:
-    """Each start's score on each capability category, through lm-eval (the suites' code path)."""
-    from harness.evaluate.sandbox_tasks import category_scores
-
-    return {name: category_scores(out / part) for name, part in STARTS.items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -526,7 +519,6 @@ def _summary(config: SandboxConfig, lm: dict, files: dict[str, list[dict]], unpa
         "parameters": lm["parameters"],
         "pretrain_loss": lm["pretrain_loss"],
         "sft_loss": lm["sft_loss"],
-        "start_scores": lm.get("start_scores", {}),
         "lm": lm,
         "sft_samples": {
             "reward": summarize.distribution(rewards),
