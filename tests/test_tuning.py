@@ -84,8 +84,8 @@ def test_selection_reads_validation_only_when_test_prompts_are_poisoned(tuned, t
     root, suite = tuned
     prepare = runner.prepare_world
 
-    def poisoned(s):
-        world = prepare(s)
+    def poisoned(s, model=None):
+        world = prepare(s, model)
         training = [r["prompt"] for r in read_jsonl(world.files["paired"])]
         world.eval_prompts = list(dict.fromkeys(training))[: len(world.eval_prompts)]
         return world
