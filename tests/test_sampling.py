@@ -25,28 +25,35 @@ from harness.sampling import SamplingConfig, sampling_problem, untruncated, vllm
 PROMPT = "the movie was"
 
 
+def spread_llama(tokenizer, hidden_size: int):
+    """A 1-layer random Llama over `tokenizer` (more than 50 tokens, so that top-k 50 truncation
+    shows), its output layer scaled so that the next-token logits have a standard deviation of
+    about 2 (far from uniform). Two heads: head size hidden_size / 2."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
+                         max_position_embeddings=64, tie_word_embeddings=False, pad_token_id=tokenizer.pad_token_id,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    model = LlamaForCausalLM(config).eval()
+    with torch.no_grad():
+        model.lm_head.weight.normal_(0.0, 2.0 / hidden_size**0.5)
+    assert len(tokenizer) > 50
+    return model
+
+
 @pytest.fixture(scope="module")
 def random_model(harness_cache):
     """A 1-layer random Llama over the tiny sandbox's tokenizer, its output layer scaled so that
     the next-token logits have a standard deviation of about 2 (far from uniform)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     from harness.sandbox.world import SandboxConfig, load_or_build_sandbox
     from harness.models import load_tokenizer
     from tests.conftest import TINY_SANDBOX
 
     sandbox, _ = load_or_build_sandbox(SandboxConfig.from_dict(TINY_SANDBOX, "tests"), verbose=False)
     tokenizer = load_tokenizer(str(sandbox.sft_dir))
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64,
-                         tie_word_embeddings=False, pad_token_id=tokenizer.pad_token_id,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
-    model = LlamaForCausalLM(config).eval()
-    with torch.no_grad():
-        model.lm_head.weight.normal_(0.0, 2.0 / 32**0.5)
-    assert len(tokenizer) > 50
-    return model, tokenizer
+    return spread_llama(tokenizer, hidden_size=32), tokenizer
 
 
 def _first_token_probs(model, tokenizer) -> np.ndarray:

@@ -160,19 +160,10 @@ def test_a_suite_is_refused_before_training_when_vllm_cannot_serve_its_model(tmp
 def spread_model(sft_model):
     """tests/test_sampling.py's random Llama (logits far from uniform over ~160 tokens, so that
     truncation shows) at a head size vLLM's CPU attention supports: 64 hidden / 2 heads."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from tests.test_sampling import spread_llama
 
     _, tokenizer = sft_model
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64,
-                         tie_word_embeddings=False, pad_token_id=tokenizer.pad_token_id,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
-    model = LlamaForCausalLM(config).eval()
-    with torch.no_grad():
-        model.lm_head.weight.normal_(0.0, 2.0 / 64**0.5)
-    assert len(tokenizer) > 50
-    return model, tokenizer
+    return spread_llama(tokenizer, hidden_size=64), tokenizer
 
 
 @pytest.mark.parametrize("backend", ["transformers", "vllm"])
