@@ -151,21 +151,11 @@ def method_difference(a: np.ndarray, b: np.ndarray, confidence: float = CONFIDEN
             "df": df, "p_value": float(2 * stats.t.sf(abs(t), df))}
 
 
-def tiers(order_better: np.ndarray) -> np.ndarray:
-    """Competition ranks from a "significantly better" matrix over entries sorted best first.
-
-    better[i, j] is True when entry i is significantly better than entry j. A cut between
-    positions c−1 and c (entries 0..c−1 above, c.. below) is kept only when every entry above it
-    is significantly better than every entry below it; the kept cuts split the order into tiers.
-    An entry's rank is 1 + the number of entries in the tiers above it. So two entries have
-    different ranks only if the tests separate them (and everything between), and entries the
-    tests cannot tell apart share a rank."""
-    better = np.asarray(order_better, dtype=bool)
-    n = better.shape[0]
-    ranks = np.ones(n)
-    start = 0
-    for cut in range(1, n):
-        if better[:cut, cut:].all():
-            start = cut
-        ranks[cut] = start + 1
-    return ranks
+def significance_ranks(better: np.ndarray) -> np.ndarray:
+    """Ranks from a "significantly better" matrix: better[i, j] is True when entry i is
+    significantly better than entry j. An entry's rank is 1 + the number of entries significantly
+    better than it (as Chatbot Arena ranks models), so rank r says exactly that r − 1 entries beat
+    it in the tests; entries nothing beats share rank 1. Unlike tiers cut where every entry above
+    beats every entry below, a chain of close neighbours cannot merge the whole board into one
+    rank."""
+    return 1 + np.asarray(better, dtype=bool).sum(axis=0)

@@ -32,10 +32,10 @@ The statistics (documented once here, referred to from the functions below):
   (`harness.intervals.method_difference`; Welch–Satterthwaite t test and interval). Differences
   within a relative 1e-9 count as zero. p-values are Holm-corrected over all pairs (`holm`).
 - Ranks (`leaderboard`): only entries within the KL budget (exact KL ≤ `kl_budget` nats, default
-  DEFAULT_KL_BUDGET) are ranked, on the suite's reward. Ranks are tiers: every entry of a tier
-  has a significantly higher reward than every entry of every lower tier (paired tests after
-  Holm; without samples, non-overlapping 95% CIs), and entries the tests cannot separate share a
-  tier (`harness.intervals.tiers`). Entries over the budget are shown, not ranked.
+  DEFAULT_KL_BUDGET) are ranked, on the suite's reward. An entry's rank is 1 + the number of
+  ranked entries significantly better than it (paired tests after Holm; without samples,
+  non-overlapping 95% CIs; `harness.intervals.significance_ranks`): `RANK_RULE` says it in one
+  sentence. Entries over the budget are shown, not ranked.
 - Pareto frontier: an entry is on it when no other entry has at least as much reward for at most
   as much KL and is strictly better on one of the two.
 - Win-rate matrix (`win_rate_matrix`): on each prompt, every sample of A (all seeds) against every
@@ -52,9 +52,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from harness.intervals import crossed_interval, method_difference, tiers
+from harness.intervals import crossed_interval, method_difference, significance_ranks
 
 WIN_RATE = "win_rate/win_rate_vs_start"
+RANK_RULE = ("an entry's rank is 1 + the number of entries within the KL budget that are significantly better "
+             "on {reward} ({test}); entries nothing beats share rank 1, and two different ranks are not by "
+             "themselves a significant difference (beats / beaten by count the significant ones)")
 LC_WIN_RATE = "win_rate/length_controlled_vs_start"  # AlpacaEval 2.0's GLM across the suite's runs
 REWARD = "gold_reward/reward_mean"  # the sandbox's exact reward
 JUDGE_REWARD = "reward_model/reward_mean"  # a real suite's reward model (evaluate.reward_model)
@@ -243,7 +246,7 @@ def leaderboard(
     `headline_of`, plus LC_WIN_RATE when `samples` hold the completion lengths): K (mean over
     seeds), "K:ci_low", "K:ci_high" (95%), "K:ci_kind"; the compute columns (mean over seeds);
     frontier (on the reward-vs-KL Pareto frontier), within_budget (KL ≤ kl_budget, or no KL
-    measured), rank (the tier rank on the suite's reward, see the module docstring; NaN over the
+    measured), rank (1 + the number of entries significantly better on the suite's reward, see the module docstring; NaN over the
     budget or with `rank` False), rank_basis ("paired tests" or "CI overlap"), beats and beaten_by
     (how many ranked entries it is significantly better / worse than on the reward).
     Sorted: ranked entries by rank and reward, then the rest by reward.
@@ -273,7 +276,7 @@ def leaderboard(
     board["within_budget"] = ~(kl_values > kl_budget)
     board["rank"], board["rank_basis"], board["beats"], board["beaten_by"] = np.nan, "", np.nan, np.nan
     if rank and reward in board:
-        board = _tier_ranks(board, metrics, samples, reward)
+        board = _significance_ranks(board, metrics, samples, reward)
     return _sort_board(board, reward)
 
 
@@ -349,9 +352,9 @@ def _length_controlled(board: pd.DataFrame, runs: pd.DataFrame, samples: pd.Data
     return board.merge(table, on="entry", how="left")
 
 
-def _tier_ranks(board: pd.DataFrame, metrics: pd.DataFrame, samples: pd.DataFrame | None,
+def _significance_ranks(board: pd.DataFrame, metrics: pd.DataFrame, samples: pd.DataFrame | None,
                 reward: str) -> pd.DataFrame:
-    """Tier ranks on `reward` among the entries within the KL budget (see the module docstring)."""
+    """Ranks on `reward` among the entries within the KL budget (see the module docstring)."""
     board = board.copy()
     ranked = board[board["within_budget"] & board[reward].notna()].sort_values(
         [reward, "entry"], ascending=[False, True])
@@ -367,7 +370,7 @@ def _tier_ranks(board: pd.DataFrame, metrics: pd.DataFrame, samples: pd.DataFram
         lo, hi = ranked[reward + ":ci_low"].to_numpy(float), ranked[reward + ":ci_high"].to_numpy(float)
         better = lo[:, None] > hi[None, :]  # better[i, j]: i's CI entirely above j's
         basis = "CI overlap"
-    board.loc[ranked.index, "rank"] = tiers(better)
+    board.loc[ranked.index, "rank"] = significance_ranks(better)
     board.loc[ranked.index, "rank_basis"] = basis
     board.loc[ranked.index, "beats"] = better.sum(axis=1)
     board.loc[ranked.index, "beaten_by"] = better.sum(axis=0)

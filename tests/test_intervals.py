@@ -1,4 +1,4 @@
-"""harness.intervals: the seeds × prompts interval, the seed-aware method comparison and the tier
+"""harness.intervals: the seeds × prompts interval, the seed-aware method comparison and the significance
 ranks, checked by hand and by simulation with a known truth (vectorized, seeded, seconds).
 
 The simulation is the issue's: K seeds share P = 64 prompts; logit P(win) = μ + g_p + s_k with
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy import special, stats
 
-from harness.intervals import crossed_interval, mean_squares, method_difference, tiers
+from harness.intervals import crossed_interval, mean_squares, method_difference, significance_ranks
 
 MU = 0.3
 
@@ -120,13 +120,16 @@ def test_method_difference_interval_agrees_with_its_test():
         assert (r["p_value"] < 0.05) == (r["diff_ci_low"] > 0 or r["diff_ci_high"] < 0)
 
 
-def test_tiers_by_hand():
-    """Entries 0..3 best first. 0 beats 2 and 3, 1 beats 3 only, 2 beats 3: the cut after 0 fails
-    (0 does not beat 1), the cut after 1 fails (1 does not beat 2), the cut after 2 holds (0, 1, 2
-    all beat 3). Ranks: 1, 1, 1, 4. With nothing significant, everyone ties at 1."""
+def test_significance_ranks_by_hand():
+    """Entries 0..3. 0 beats 2 and 3, 1 beats 3, 2 beats 3: nothing beats 0 or 1 (rank 1), one
+    entry beats 2 (rank 2), three beat 3 (rank 4). With nothing significant, everyone is rank 1;
+    a complete order gives 1, 2, 3. A chain of close neighbours (0~1, 1~2, but 0 beats 2) keeps
+    its separation: 1, 1, 2 (tiers cut only where all above beat all below would give 1, 1, 1)."""
     better = np.zeros((4, 4), bool)
     better[0, 2] = better[0, 3] = better[1, 3] = better[2, 3] = True
-    assert list(tiers(better)) == [1, 1, 1, 4]
-    assert list(tiers(np.zeros((3, 3), bool))) == [1, 1, 1]
-    full = np.triu(np.ones((3, 3), bool), 1)
-    assert list(tiers(full)) == [1, 2, 3]
+    assert list(significance_ranks(better)) == [1, 1, 2, 4]
+    assert list(significance_ranks(np.zeros((3, 3), bool))) == [1, 1, 1]
+    assert list(significance_ranks(np.triu(np.ones((3, 3), bool), 1))) == [1, 2, 3]
+    chain = np.zeros((3, 3), bool)
+    chain[0, 2] = True
+    assert list(significance_ranks(chain)) == [1, 1, 2]

@@ -15,11 +15,12 @@ dpo, two seeds: t-interval, mean ± t(0.975, 1)·sd/√2, and for two values sd/
     KL 6.0 ± 12.7062·1.0.
 simpo, one seed without a CI: 1.5 ± 1.95996·0.1 = [1.30400, 1.69600].
 
-Ranks (no samples: tiers on the gold reward by non-overlapping CIs, `harness.intervals.tiers`).
-    Sorted by reward: simpo 1.5, dpo 1.1, ipo 0.8, start 0. dpo's CI [−0.17, 2.37] overlaps every
-    other, so no cut holds: all four share rank 1. With a KL budget of 5.5 nats dpo (KL 6) is over
-    it and not ranked; simpo [1.304, 1.696] lies above ipo [0.7, 0.9] and start [−0.1, 0.1], ipo
-    above start: ranks simpo 1, ipo 2, start 3.
+Ranks (no samples: 1 + the number of entries whose CI lies entirely above, on the gold reward,
+`harness.intervals.significance_ranks`). CIs: simpo [1.304, 1.696], dpo [−0.17, 2.37], ipo
+    [0.7, 0.9], start [−0.1, 0.1]. dpo's overlaps every other, so it neither beats nor is beaten.
+    simpo is beaten by none (rank 1), ipo by simpo (rank 2), start by simpo and ipo (rank 3), dpo
+    by none (rank 1). Sorted by rank, then reward: simpo 1.5, dpo 1.1 (rank 1), ipo, start. With a
+    KL budget of 5.5 nats dpo (KL 6) is over it and not ranked: simpo 1, ipo 2, start 3.
 Frontier (reward vs KL): start (0, 0), ipo (1, 0.8), simpo (5, 1.5); dpo (6, 1.1) is dominated by
 simpo (less KL, more reward).
 """
@@ -227,10 +228,11 @@ def test_leaderboard_compute_columns_are_means_over_seeds(metrics):
     assert board.loc["start", "n_seeds"] == 1 and bool(board.loc["start", "is_start"])
 
 
-def test_leaderboard_ranks_are_tiers_the_cis_support(metrics):
+def test_leaderboard_ranks_count_the_entries_significantly_better(metrics):
     board = leaderboard(metrics)
     assert list(board["entry"]) == ["simpo", "dpo", "ipo", "start"]
-    assert board.set_index("entry")["rank"].to_dict() == {"simpo": 1, "dpo": 1, "ipo": 1, "start": 1}
+    assert board.set_index("entry")["rank"].to_dict() == {"simpo": 1, "dpo": 1, "ipo": 2, "start": 3}
+    assert board.set_index("entry")["beaten_by"].to_dict() == {"simpo": 0, "dpo": 0, "ipo": 1, "start": 2}
     assert set(board["rank_basis"]) == {"CI overlap"}
     assert bool(board["within_budget"].all())
 
@@ -318,7 +320,7 @@ def test_leaderboard_separates_hparam_settings_of_one_method(tmp_path):
         frame = run_rows("sweep", "dpo", 0, headline(win, 1.0, 1.0, (win - 0.05, win + 0.05)), hparams={"beta": beta})
         store.write_run(frame["run_id"].iloc[0], frame, None, {})
     board = leaderboard(store.read_metrics())
-    assert list(board["entry"]) == ["dpo (beta=0.1)", "dpo (beta=0.5)"]  # equal reward, one tier: by name
+    assert list(board["entry"]) == ["dpo (beta=0.1)", "dpo (beta=0.5)"]  # equal reward and rank: by name
     assert list(board["n_seeds"]) == [1, 1]
 
 

@@ -12,7 +12,7 @@ import pandas as pd
 
 from harness.errors import HarnessError
 from harness.names import is_name
-from harness.rank import kl_key, leaderboard, reward_key
+from harness.rank import RANK_RULE, kl_key, leaderboard, reward_key
 from harness.report.html import esc, page, write_atomic
 from harness.report.suite import SAMPLE_COLUMNS, board_table, headline_text, suite_summary, write_suite_report
 from harness.results import ResultStore
@@ -52,10 +52,9 @@ def write_leaderboard(results_root: Path, reports_root: Path, *, suite_reports: 
             f"<p>{esc(headline_text(board, reward_key(metrics), kl_key(metrics)))}</p>",
             suite_table(board, suite),
         ]
-    sections.append('<p class="muted">Rank: entries within the KL budget are ranked on the suite\'s reward in '
-                    "tiers: every entry of a tier is significantly better than every entry of every lower tier "
-                    "(seed-aware paired tests, Holm-corrected; without per-sample tables, non-overlapping CIs), "
-                    "and entries the tests cannot separate share a rank. Intervals are 95%.</p>")
+    rule = RANK_RULE.format(reward="the suite's reward", test="seed-aware paired tests, Holm-corrected; without "
+                            "per-sample tables, non-overlapping CIs")
+    sections.append(f'<p class="muted">Rank: {esc(rule)}. Intervals are 95%.</p>')
     html = page("harness leaderboard", "\n".join(sections), plotly=False)
     return write_atomic(Path(reports_root) / "index.html", html)
 

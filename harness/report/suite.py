@@ -24,6 +24,7 @@ from harness.rank import (
     KL_K1,
     KL_K3,
     LC_WIN_RATE,
+    RANK_RULE,
     REWARD,
     START_METHOD,
     WIN_RATE,
@@ -270,12 +271,10 @@ def rank_text(board: pd.DataFrame, reward: str = "gold reward") -> str:
     basis = set(board.get("rank_basis", pd.Series(dtype=str)).dropna()) - {""}
     test = ("the seed-aware paired test, Holm-corrected over all pairs" if basis == {"paired tests"}
             else "non-overlapping 95% CIs")
+    rule = RANK_RULE.format(reward=reward, test=test)
     return (
-        f"Rank: entries within the KL budget are ranked on {reward} in tiers: every entry of a tier is "
-        f"significantly better than every entry of every lower tier ({test}), and entries the tests cannot "
-        "separate share a rank. Beats / beaten by: how many ranked entries it is significantly better / worse "
-        "than. KL is a cost, not ranked: see the frontier below. Compute columns are means over seeds. Click "
-        "a column heading to sort."
+        f"Rank: {rule}. KL is a cost, not ranked: see the frontier below. Compute columns are means over "
+        "seeds. Click a column heading to sort."
     )
 
 
