@@ -112,6 +112,26 @@ def random_pairs(seed: int = 0, batch: int = 6, positions: int = 7, equal_length
     )
 
 
+def stacked_pair_inputs(policy: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor, **extra) -> LossInputs:
+    """LossInputs from token-level tensors of shape (2B, S) that stack the B chosen rows above the
+    B rejected ones (as authors' code batches them): token log-probs, sums and lengths of both
+    halves. `extra`: further (2B, S) tensors, split the same way, keyed by their chosen-side name
+    with "chosen" in it (e.g. chosen_log_collision)."""
+    pairs = policy.shape[0] // 2
+    c, r = slice(0, pairs), slice(pairs, 2 * pairs)
+    halves = {}
+    for name, value in extra.items():
+        halves[name], halves[name.replace("chosen", "rejected")] = value[c], value[r]
+    return LossInputs(
+        policy_chosen_token_logps=policy[c], policy_rejected_token_logps=policy[r],
+        reference_chosen_token_logps=reference[c], reference_rejected_token_logps=reference[r],
+        chosen_mask=mask[c], rejected_mask=mask[r],
+        policy_chosen_logps=policy[c].sum(1), policy_rejected_logps=policy[r].sum(1),
+        reference_chosen_logps=reference[c].sum(1), reference_rejected_logps=reference[r].sum(1),
+        chosen_lengths=mask[c].sum(1).double(), rejected_lengths=mask[r].sum(1).double(), **halves,
+    )
+
+
 def loss(name: str, inputs: LossInputs, **hparams) -> torch.Tensor:
     """The registered loss's per-example losses (B,)."""
     return get_loss(name)(inputs, **hparams).losses

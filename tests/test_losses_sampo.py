@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from harness.losses import LossInputs, get_loss
 from harness.losses.running import DRAW_SEED
-from tests.golden import close, nls, random_pairs, t
+from tests.golden import close, nls, random_pairs, stacked_pair_inputs, t
 
 
 def authors_sampo_logps(logits, labels, label_pad_token_id=-100):
@@ -99,13 +99,5 @@ def test_sampo_matches_the_authors_code():
 
     mask = completion[:, 1:]
     policy, reference = token_logps(policy_logits), token_logps(reference_logits)
-    c, r = slice(0, pairs), slice(pairs, 2 * pairs)
-    x = LossInputs(
-        policy_chosen_token_logps=policy[c], policy_rejected_token_logps=policy[r],
-        reference_chosen_token_logps=reference[c], reference_rejected_token_logps=reference[r],
-        chosen_mask=mask[c], rejected_mask=mask[r],
-        policy_chosen_logps=policy[c].sum(1), policy_rejected_logps=policy[r].sum(1),
-        reference_chosen_logps=reference[c].sum(1), reference_rejected_logps=reference[r].sum(1),
-        chosen_lengths=mask[c].sum(1).double(), rejected_lengths=mask[r].sum(1).double(),
-    )
+    x = stacked_pair_inputs(policy, reference, mask)
     close(get_loss("sampo")(x).losses, expected, tol=1e-9)

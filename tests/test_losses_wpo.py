@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from harness.logprobs import completion_stats
 from harness.losses import LossInputs, get_loss
-from tests.golden import LN2, close, random_pairs, t
+from tests.golden import LN2, close, random_pairs, stacked_pair_inputs, t
 
 HALF, QUARTER = math.log(0.5), math.log(0.25)
 
@@ -102,15 +102,8 @@ def test_wpo_weights_match_the_authors_code(seed, greedy):
     stats = completion_stats(LogitsModel(logits), ids, torch.ones_like(ids), completion, collision=True,
                              packing=False)
     token_logps, collision = stats.policy_token_logps.double(), stats.log_collision.double()
-    chosen, rejected = slice(0, pairs), slice(pairs, 2 * pairs)
-    inputs = LossInputs(
-        policy_chosen_token_logps=token_logps[chosen], policy_rejected_token_logps=token_logps[rejected],
-        chosen_mask=completion[chosen], rejected_mask=completion[rejected],
-        chosen_log_collision=collision[chosen], rejected_log_collision=collision[rejected],
-        policy_chosen_logps=token_logps[chosen].sum(1), reference_chosen_logps=token_logps[chosen].sum(1),
-        policy_rejected_logps=token_logps[rejected].sum(1), reference_rejected_logps=token_logps[rejected].sum(1),
-        chosen_lengths=completion[chosen].sum(1).double(), rejected_lengths=completion[rejected].sum(1).double(),
-    )
+    # the reference equals the policy: only the weights matter here
+    inputs = stacked_pair_inputs(token_logps, token_logps, completion, chosen_log_collision=collision)
     weights = get_loss("wpo")(inputs).metrics["wpo_weight"]
     torch.testing.assert_close(weights, expected.double(), rtol=1e-5, atol=1e-6)
     unclamped = get_loss("wpo")(inputs, clamp_weight=False).metrics["wpo_weight"]
