@@ -242,7 +242,7 @@ class ResultStore:
                         owner = self.lock_owner(run_id) or {}
                         label = (self.read_manifest(run_id) or {}).get("label", "")
                         log(f"  {label + ' ' if label else ''}({run_id}): being run by process "
-                            f"{owner.get('pid', '?')} on {owner.get('host', '?')}; waiting for it")
+                            f"{owner.get('pid', '?')} on {owner.get('host', '?')}; put off until the other runs are done")
                         announced.add(run_id)
                     continue
                 if self.has_result(run_id):  # finished by another process between the two checks
