@@ -52,7 +52,14 @@ def test_matches_the_alpaca_eval_package_on_stored_samples(tmp_path, monkeypatch
     gamed = pd.DataFrame({"model": "none", "index": difficulty.index, "instruction_difficulty": difficulty.values})
     path = tmp_path / "df_gamed.csv"
     gamed.to_csv(path, index=False)
-    monkeypatch.setattr(glm_winrate, "hf_hub_download", lambda **_: str(path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    def local_only(*, filename: str, **_) -> str:  # never the network: only our difficulty is served
+        if filename != "df_gamed.csv":
+            raise AssertionError(f"alpaca-eval asked the hub for {filename}; this test must stay offline")
+        return str(path)
+
+    monkeypatch.setattr(glm_winrate, "hf_hub_download", local_only)
     for run_id, run in features.groupby("run_id"):
         ours, _ = run_win_rate(run, difficulty)
         annotations = pd.DataFrame({

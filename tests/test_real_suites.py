@@ -77,6 +77,16 @@ def harness(*args: str, cwd: Path, cache: Path) -> subprocess.CompletedProcess:
                           text=True, timeout=600)
 
 
+@pytest.fixture(autouse=True)
+def no_hub(monkeypatch):
+    """Every test here runs offline whatever the environment says: HF_HUB_OFFLINE for the
+    processes it starts, and in this process a snapshot download answers as an offline cache miss
+    (a test that exercises the Hub branch replaces it with its own fake)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", _offline_cache_miss)
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("real")
