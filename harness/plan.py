@@ -111,25 +111,27 @@ def plan_suite(suite: Suite) -> list[RunSpec]:
     return _unique(runs)
 
 
-def start_spec(suite: Suite) -> RunSpec:
-    """The untrained starting model's evaluation run (on the test prompts)."""
+def start_spec(suite: Suite, model: str | None = None) -> RunSpec:
+    """The untrained starting model's evaluation run (on the test prompts), from `model` (default
+    the suite's first starting point)."""
     from harness.losses.regimes import MethodHparams
 
-    return _spec(suite, START, "1", MethodHparams({}, {}), suite.seeds[0])
+    return _spec(suite, START, "1", MethodHparams({}, {}), suite.seeds[0], model=model)
 
 
 def method_spec(suite: Suite, method: str, hparams: dict[str, Any], seed: int, *, lr: float | None = None,
-                validation: dict[str, Any] | None = None) -> RunSpec:
-    """One run of `method` with `hparams` (resolved against its defaults here), at the suite's
-    learning rate unless `lr` is given, evaluated on the test prompts, or on the validation
-    prompts that `validation` describes (a tuning trial, harness.tuning)."""
+                validation: dict[str, Any] | None = None, model: str | None = None) -> RunSpec:
+    """One run of `method` with `hparams` (resolved against its defaults here) from `model`
+    (default the suite's first starting point), at the suite's learning rate unless `lr` is given,
+    evaluated on the test prompts, or on the validation prompts that `validation` describes (a
+    tuning trial, harness.tuning)."""
     from harness.losses import get_loss
     from harness.losses.regimes import resolve_method_hparams
 
     loss = get_loss(method, where=f"{suite.where('methods')}: methods")
     resolved = resolve_method_hparams(loss, hparams, where=suite.where(f"methods.{method}"))
     train = suite.train if lr is None or lr == suite.train.lr else replace(suite.train, lr=float(lr))
-    spec = replace(_spec(suite, method, loss.version, resolved, seed), train=train)
+    spec = replace(_spec(suite, method, loss.version, resolved, seed, model=model), train=train)
     if validation is not None:
         spec = replace(spec, prompts=VALIDATION, validation=tuple(sorted(validation.items())))
     return spec

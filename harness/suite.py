@@ -192,6 +192,12 @@ class Suite:
         """The model of every starting point, in suite order (one for a plain `model:`)."""
         return tuple(model for _, model in self.starts) or (self.model,)
 
+    @property
+    def start_points(self) -> tuple[tuple[str, str], ...]:
+        """Every starting point as (name, model): the names `model:` gives, or the model itself
+        for a plain `model:` (one unnamed start)."""
+        return self.starts or ((self.model, self.model),)
+
 
 TOP_LEVEL_KEYS = {
     "name", "description", "sandbox", "model", "dataset", "data", "methods", "seeds", "budget", "train",

@@ -55,7 +55,7 @@ def rank_new_methods(
         failed = outcome.failed
         for run in failed:
             log(f"  failed: {run.spec.label()} ({run.spec.run_id}): {run.error}")
-        unmet = [m for m in unmet if m in new]
+        unmet = [(start, m) for start, m in unmet if m in new]
         if unmet:  # the new method has no setting to rank (no trial within the KL budget)
             from harness.tune import unmet_message
 
@@ -68,7 +68,7 @@ def rank_new_methods(
     return 1 if failed else 0
 
 
-def _run(suite, results_root: Path, log) -> tuple[Any, list[str]]:
+def _run(suite, results_root: Path, log) -> tuple[Any, list[tuple[str, str]]]:
     """Run what is missing: the tuning protocol on a tuned suite (the new method gets the same
     trials and budget as the stored ones), else every method at its given setting."""
     if suite.tune:

@@ -1,5 +1,6 @@
 """Reproducing stored runs: `harness verify SUITE --runs K` re-runs K stored runs of a suite,
-chosen across its methods, into a temporary results folder (the stored results are only read),
+chosen across its methods (a tuned suite's: among what it stored, the start runs and selected
+settings first), into a temporary results folder (the stored results are only read),
 and says for each whether the rerun is bit-identical, within the stored 95% CIs, or outside
 them, and whether the fingerprints (harness.fingerprint) of the two runs match.
 
@@ -117,19 +118,33 @@ def verdict(spec: RunSpec, stored: ResultStore, rerun: ResultStore) -> Verdict:
     return Verdict(spec.run_id, spec.label(), spec.seed, OUTSIDE if outside else WITHIN, outside, fingerprint)
 
 
+def stored_candidates(suite: Suite, results_root: Path) -> list[tuple[RunSpec, ResultStore]]:
+    """The runs verify may pick, each with the store it is in: a plain suite's plan (results/<suite>/);
+    a tuned suite's stored runs (harness.tune.stored_runs: each start's run and the selected settings,
+    then the defaults and the trials), since its plan alone lists the untuned settings."""
+    if suite.tune:
+        from harness.tune import stored_runs
+
+        return stored_runs(suite, results_root)
+    store = ResultStore(results_root, suite.name)
+    return [(spec, store) for spec in plan_suite(suite)]
+
+
 def verify_suite(suite: Suite, results_root: Path, *, runs: int = 3, log=print) -> list[Verdict]:
     """Re-run `runs` stored runs of `suite` (chosen across methods) in a temporary folder and
     compare each with what is stored under `results_root`; nothing stored is written."""
     if runs < 1:
         raise HarnessError(f"harness verify: --runs {runs} must be at least 1")
     load_suite_plugins(suite)
-    specs = plan_suite(suite)
-    store = ResultStore(results_root, suite.name)
-    chosen = pick_runs(specs, set(store.run_ids()), runs)
+    candidates = stored_candidates(suite, results_root)
+    specs, store_of = [spec for spec, _ in candidates], {spec.run_id: store for spec, store in candidates}
+    chosen = pick_runs(specs, {spec.run_id for spec, store in candidates if store.has_result(spec.run_id)}, runs)
     if not chosen:
-        raise HarnessError(f"{store.folder}: no stored run of suite {suite.name!r} matches its plan; run "
+        folder = ResultStore(results_root, suite.name).folder
+        raise HarnessError(f"{folder}: no stored run of suite {suite.name!r} matches its plan; run "
                            f"`harness run {suite.path}` first (or give the --set values it was run with)")
-    log(f"{suite.name}: re-running {len(chosen)} of {len(specs)} planned runs in a temporary folder")
+    log(f"{suite.name}: re-running {len(chosen)} of {len(specs)} {'stored' if suite.tune else 'planned'} runs in a "
+        "temporary folder")
     worlds = {}  # one per starting model the chosen runs start from
     out = []
     with tempfile.TemporaryDirectory(prefix="harness-verify-") as folder:
@@ -137,6 +152,6 @@ def verify_suite(suite: Suite, results_root: Path, *, runs: int = 3, log=print) 
         for spec in chosen:
             world = worlds.get(spec.model) or worlds.setdefault(spec.model, prepare_world(suite, spec.model))
             run_one(spec, suite, world, scratch, log=lambda *_: None)
-            out.append(verdict(spec, store, scratch))
+            out.append(verdict(spec, store_of[spec.run_id], scratch))
             log(out[-1].line())
     return out

@@ -26,7 +26,6 @@ from harness.rank import (
     LC_WIN_RATE,
     RANK_RULE,
     REWARD,
-    START_METHOD,
     WIN_RATE,
     format_interval,
     format_value,
@@ -93,7 +92,7 @@ def write_suite_report(results_root: Path, suite: str, out_path: Path) -> Path:
             f"run `harness run suites/{suite}.yaml` first"
         )
     samples = store.read_samples(columns=SAMPLE_COLUMNS)
-    tuning = read_tuning(results_root, suite, metrics[metrics["method"] == START_METHOD])
+    tuning = read_tuning(results_root, suite, metrics, samples)
     html = render_suite_report(metrics, suite, samples=samples, manifests=store.read_manifests(), tuning=tuning)
     return write_atomic(Path(out_path), html)
 

@@ -3,6 +3,9 @@ how sensitive each method is to each hyper-parameter, and what tuning cost.
 
 Reads parquet only: the trials table (results/<suite>/tuning/trials.parquet, harness.tuning.select)
 and the defaults' runs (results/<suite>/tuning/defaults/); the tuned leaderboard is the page's own.
+With several starting points (the table's start column) every part is shown per start: each
+start's defaults against its own tuned settings (ranks among that start's entries), its
+selections, sensitivity and compute; with one start the sections are as they always were.
 """
 
 from __future__ import annotations
@@ -28,44 +31,98 @@ TUNING_TEXT = (
     "(best validation metric within the KL budget) was then re-run with the final seeds and evaluated on the test "
     "prompts only. The defaults' leaderboard is each method at its untuned setting with the same seeds."
 )
+STARTS_TEXT = (
+    " Each starting point tuned every method on its own (the same trials per method and start, selected on "
+    "that start's validation trials), and is compared with its own defaults."
+)
 
 
 @dataclass
 class TuningData:
     trials: pd.DataFrame  # the trials table
-    defaults: pd.DataFrame  # the defaults' results rows (with the start run's)
+    defaults: pd.DataFrame  # the defaults' results rows (with the start runs')
+    tuned: pd.DataFrame | None = None  # the headline's rows (start runs, selected settings): per-start ranks
+    samples: pd.DataFrame | None = None  # their per-sample rows, for the same paired-test ranks as the page
 
 
-def read_tuning(results_root: Path, suite: str, start_rows: pd.DataFrame) -> TuningData | None:
-    """The suite's tuning record, or None for a suite that was not tuned."""
+Start = tuple[str, str]  # a starting point of the trials table: (its name, its model)
+
+
+def read_tuning(results_root: Path, suite: str, metrics: pd.DataFrame,
+                samples: pd.DataFrame | None = None) -> TuningData | None:
+    """The suite's tuning record, or None for a suite that was not tuned; `metrics` (and
+    `samples`) are the headline's stored rows."""
     path = Path(results_root) / suite / "tuning" / "trials.parquet"
     if not path.exists():
         return None
     defaults = ResultStore(results_root, suite).inner("tuning", "defaults").read_metrics()
-    return TuningData(pd.read_parquet(path), pd.concat([start_rows, defaults], ignore_index=True))
+    start_rows = metrics[metrics["method"] == START_METHOD]
+    return TuningData(pd.read_parquet(path), pd.concat([start_rows, defaults], ignore_index=True), metrics,
+                      samples if samples is not None and len(samples) else None)
+
+
+def tuned_starts(trials: pd.DataFrame) -> list[Start]:
+    """Each starting point of the trials table, in order; [] for one start (and for a table from
+    before starting points were an axis, which has no start column)."""
+    if "start" not in trials.columns:
+        return []
+    starts = list(dict.fromkeys(zip(trials["start"], trials["model"])))
+    return starts if len(starts) > 1 else []
 
 
 def tuning_sections(data: TuningData, tuned_board: pd.DataFrame, reward: str, reward_label: str) -> list[str]:
-    """The HTML sections (headings, tables, figures, notes)."""
+    """The HTML sections (headings, tables, figures, notes), per starting point when there are several."""
     trials = data.trials
     first = trials.iloc[0]
+    starts = tuned_starts(trials)
     budget = "none" if math.isinf(first["kl_budget"]) else format_value(first["kl_budget"])
     out = [
         "<h2>Tuning: does it change the ranking?</h2>",
-        f"<p>{esc(TUNING_TEXT)} Sampler: {esc(first['sampler'])} (seed {int(first['seed'])}), "
-        f"{int(first['trials'])} trials per method; selection metric {esc(first['metric'])} "
-        f"({esc(first['direction'])}); KL budget {esc(budget)} ({esc(first['kl_metric'])}).</p>",
-        rank_change_table(data.defaults, tuned_board, reward, reward_label),
+        f"<p>{esc(TUNING_TEXT + (STARTS_TEXT if starts else ''))} Sampler: {esc(first['sampler'])} "
+        f"(seed {int(first['seed'])}), {int(first['trials'])} trials per method{' and start' if starts else ''}; "
+        f"selection metric {esc(first['metric'])} ({esc(first['direction'])}); KL budget {esc(budget)} "
+        f"({esc(first['kl_metric'])}).</p>",
+        *_per_start(starts, lambda s: [rank_change_table(*_boards(data, tuned_board, s), reward, reward_label)]),
         "<h3>Selected hyper-parameters</h3>",
-        selection_table(trials),
+        *_per_start(starts, lambda s: [selection_table(_of(trials, s))]),
     ]
-    figure = sensitivity_figure(trials)
-    if figure is not None:
-        out += ["<h3>Sensitivity</h3>", figure_div(figure, "tuning-sensitivity"),
-                '<p class="muted">Each trial\'s validation metric against each hyper-parameter that varied; the '
-                "selected trial as a star. The learning rate is absolute.</p>"]
-    out += ["<h3>Tuning compute</h3>", cost_table(trials)]
+    figures = [(s, sensitivity_figure(_of(trials, s))) for s in starts or [None]]
+    figures = [(s, figure) for s, figure in figures if figure is not None]
+    if figures:
+        out.append("<h3>Sensitivity</h3>")
+        for i, (start, figure) in enumerate(figures):
+            out += [*_heading(start), figure_div(figure, "tuning-sensitivity" + (f"-{i}" if start else ""))]
+        out.append('<p class="muted">Each trial\'s validation metric against each hyper-parameter that varied; the '
+                   "selected trial as a star. The learning rate is absolute.</p>")
+    out += ["<h3>Tuning compute</h3>", *_per_start(starts, lambda s: [cost_table(_of(trials, s))])]
     return out
+
+
+def _per_start(starts: list[Start], render) -> list[str]:
+    """`render(start)` under each start's heading, or `render(None)` alone for one start."""
+    return render(None) if not starts else [part for s in starts for part in [*_heading(s), *render(s)]]
+
+
+def _heading(start: Start | None) -> list[str]:
+    if start is None:
+        return []
+    name, model = start
+    return [f"<h4>Starting point: {esc(name if name == model else f'{name} ({model})')}</h4>"]
+
+
+def _of(trials: pd.DataFrame, start: Start | None) -> pd.DataFrame:
+    """The trials of one start (all of them for None)."""
+    return trials if start is None else trials[trials["start"] == start[0]]
+
+
+def _boards(data: TuningData, tuned_board: pd.DataFrame, start: Start | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The defaults' rows and the tuned leaderboard to compare: the page's own for one start; for
+    one of several, that start's rows and a leaderboard of its entries only (ranks within the start)."""
+    if start is None:
+        return data.defaults, tuned_board
+    mine = data.tuned[data.tuned["model"] == start[1]]
+    samples = data.samples[data.samples["run_id"].isin(mine["run_id"])] if data.samples is not None else None
+    return data.defaults[data.defaults["model"] == start[1]], leaderboard(mine, samples=samples)
 
 
 def tuning_cost(trials: pd.DataFrame) -> pd.DataFrame:

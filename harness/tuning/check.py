@@ -22,15 +22,19 @@ def check_tuning(suite: Suite) -> dict[str, MethodSpace]:
 
 
 def defaults_suite(suite: Suite) -> Suite:
-    """The suite whose plan is the start run and every method's untuned setting × the final seeds."""
+    """The suite whose plan is, for every starting point, the start run and every method's untuned
+    setting × the final seeds."""
     return replace(suite, seeds=suite.final_seeds) if suite.tune else suite
 
 
 def tuning_plan_text(suite: Suite) -> str:
-    """What `harness plan` says about a tuned suite beyond its listed runs (the start and defaults)."""
-    tune, n = suite.tune, len(suite.methods)
+    """What `harness plan` says about a tuned suite beyond its listed runs (the starts and defaults):
+    every starting point tunes every method on its own, so the counts are per start."""
+    tune, n, starts = suite.tune, len(suite.methods), len(suite.start_points)
     budget = f"{suite.budget.kind}={suite.budget.value:.3g}"
-    return (f"tune: {tune.trials} {tune.sampler} trials per method x {n} methods = {tune.trials * n} trial runs "
-            f"({budget} each, on {tune.validation_prompts or suite.evaluate.prompts} validation prompts), then each "
-            f"selected setting x {len(suite.final_seeds)} seeds = {n * len(suite.final_seeds)} runs on the test "
-            f"prompts; the start and the defaults (listed) run with the same seeds")
+    per, times = (" per start", f" x {starts} starts") if starts > 1 else ("", "")
+    studies = n * starts
+    return (f"tune: {tune.trials} {tune.sampler} trials per method{per} x {n} methods{times} = {tune.trials * studies} "
+            f"trial runs ({budget} each, on {tune.validation_prompts or suite.evaluate.prompts} validation prompts), "
+            f"then each selected setting x {len(suite.final_seeds)} seeds = {studies * len(suite.final_seeds)} runs on "
+            "the test prompts; the start and the defaults (listed) run with the same seeds")
