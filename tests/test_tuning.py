@@ -339,3 +339,22 @@ def test_sandbox_beta_sweeps_beta_at_one_learning_rate():
         assert swept == {"tau" if method == "ipo" else "beta": betas}  # everything else, lr too, one value
         assert list(dists["lr"].choices) == [1.0]
     assert suite.tune.trials == len(betas)
+
+
+def test_simpo_suite_searches_each_grid_with_the_papers_learning_rates_in_equal_trials():
+    """suites/simpo-llama3-8b-instruct.yaml: every method's grid × the learning rates {3e-7, 5e-7,
+    6e-7, 1e-6} (factors 0.3, 0.5, 0.6, 1 of train.lr = 1e-6); trials = the smallest full grid
+    (3 β × 4 learning rates = 12), so DPO, CPO and KTO are searched whole and the rest in part."""
+    from harness.losses import get_loss
+    from harness.suite import load_suite
+    from harness.tune import _setting, check_tuning
+    from harness.tuning.sampler import distributions, grid_size
+
+    suite = load_suite(ROOT / "suites" / "simpo-llama3-8b-instruct.yaml")
+    spaces = check_tuning(suite)
+    sizes = {m: grid_size(s, suite.tune.grid_points, get_loss(m).hparams) for m, s in spaces.items()}
+    assert sizes == {"dpo": 12, "ipo": 16, "cpo": 12, "kto": 12, "orpo": 16, "r_dpo": 48, "simpo": 24}
+    assert suite.tune.sampler == "grid" and suite.tune.trials == min(sizes.values())
+    for method, space in spaces.items():
+        lrs = distributions(space, "grid", suite.tune.grid_points, get_loss(method).hparams)["lr"].choices
+        assert [_setting(suite, space, {"lr": f})["lr"] for f in lrs] == [3e-7, 5e-7, 6e-7, 1e-6]
