@@ -84,6 +84,7 @@ def tune_suite(suite: Suite, results_root: Path, *, log=print) -> TunedOutcome:
     for start in suite.start_points:
         tables.append(tune_start(suite, start, spaces, [d for d in defaults if d.model == start[1]], results_root,
                                  world, outcome, log))
+        # on record (every start so far) before this start's selected settings re-run
         write_frame(trials_table_path(results_root, suite.name), pd.concat(tables, ignore_index=True))
         outcome.runs += run_specs(suite, final_specs(suite, tables[-1]), ResultStore(results_root, suite.name), world,
                                   log=log, what=f"{_what(suite, start)} selected settings").runs
