@@ -18,7 +18,7 @@ from harness.errors import HarnessError
 from harness.evaluate import sandbox_tasks
 from harness.evaluate.lmeval import split_fewshot
 from harness.plan import START, plan_suite
-from harness.sandbox import facts
+from harness.sandbox import facts, grammar
 from harness.sandbox.reward import GoldReward
 from harness.suite import load_suite
 
@@ -69,8 +69,31 @@ def test_instruction_check_is_exact():
 
 
 def test_fluency_check_is_the_grammars():
-    assert sandbox_tasks.process_fluency({}, ["quite good and the food was nice ."]) == {"fluent": 1.0}
-    assert sandbox_tasks.process_fluency({}, ["good good the was ."]) == {"fluent": 0.0}
+    doc = {"prompt": "the movie was"}
+    assert sandbox_tasks.process_fluency(doc, ["quite good and the food was nice ."]) == {"fluent": 1.0}
+    assert sandbox_tasks.process_fluency(doc, ["good good the was ."]) == {"fluent": 0.0}
+    # every word pair legal, yet three clauses in one sentence: the grammar never says that
+    three = "good and the plot was dull but i liked the song ."
+    assert grammar.disfluency(three) == 0.0 and sandbox_tasks.process_fluency(doc, [three]) == {"fluent": 0.0}
+
+
+def test_grammatical_accepts_what_the_grammar_draws_and_rejects_its_corruptions():
+    """Every demonstration (all three prompt kinds), followed by any number of sentences, parses;
+    of the one-place corruptions that change a text, almost all do not (a few, such as two
+    adjectives swapped, are grammatical again)."""
+    rng = random.Random(11)
+    for _ in range(3000):
+        prompt, completion = grammar.demonstration(rng)
+        extra = " ".join(grammar.sentence(rng, grammar.draw_mood(rng)) for _ in range(rng.randrange(4)))
+        assert grammar.grammatical(prompt, f"{completion} {extra}")
+    changed = rejected = 0
+    for _ in range(2000):
+        prompt, completion = grammar.demonstration(rng)
+        corrupted = grammar.corrupt(completion, rng)
+        if corrupted != completion:
+            changed, rejected = changed + 1, rejected + (not grammar.grammatical(prompt, corrupted))
+    assert rejected / changed > 0.9
+    assert not grammar.grammatical("the movie was", "")  # the prompt's sentence is never finished
 
 
 def test_reasoning_answer_follows_the_rule_and_the_premises():
@@ -78,7 +101,7 @@ def test_reasoning_answer_follows_the_rule_and_the_premises():
     rng = random.Random(3)
     for _ in range(200):
         context, answer, named = facts.reasoning_context(rng)
-        pronoun = re.search(r"so (he|she) uses the$", context).group(1)
+        pronoun = re.search(r"so (he|she) uses$", context).group(1)
         person = next(p for p in facts.PEOPLE[pronoun] if f"{p} is a" in context)
         job = re.search(rf"{person} is a (\w+)", context).group(1)
         assert facts.TOOLS[job] == answer and answer in named

@@ -18,15 +18,19 @@ facts, myths, reasoning and instructions are in harness.sandbox.facts):
   the false one the corpus states more often;
 - sandbox_reasoning (multiple choice, chance 1/3): the world's rule (job -> tool) applied to one
   or two premises in context; the choices are three tools, every premise's among them;
-- sandbox_instructions (generation, greedy, exact check by harness.sandbox.facts.follows): a
+- sandbox_instructions (generation, sampled, exact check by harness.sandbox.facts.follows): a
   review prompt under one of the instructions (one word; two sentences; end with a given
   sentence);
-- sandbox_fluency (generation, sampled at temperature 1, exact check by
-  harness.sandbox.grammar.disfluency): the share of completions of held-out review prompts with
-  no word pair the grammar never produces and no loop. Multiple-choice grammar tests cannot move:
-  the sandbox's models prefer the grammatical text to any one-place corruption of it (a swap, a
-  dropped, stuttered or stray word) every time (1.0 for all three starts), so fluency is
-  measured where models lose it, in what they say.
+- sandbox_fluency (generation, sampled, exact check by harness.sandbox.grammar.grammatical): the
+  share of held-out review prompts whose completion finishes them as text the grammar produces.
+  Multiple-choice grammar tests cannot move: the sandbox's models prefer the grammatical text to
+  any one-place corruption of it (a swap, a dropped, stuttered or stray word) every time (1.0 for
+  all three starts), so fluency is measured where models lose it, in what they say.
+
+Both generation tasks sample from the policy's own distribution: temperature 1 with top_k 0 and
+top_p 1 set in their YAML, since transformers' generate otherwise keeps only the 50 likeliest
+tokens (measured on the SFT model: 0.975 of completions fluent under that truncation, 0.885
+untruncated, by the word-pair check).
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from harness.sandbox import facts, grammar
 MC_SEED, MC_ROWS = 20240601, 300
 PPL_SEED, PPL_ROWS = 20240602, 200
 CATEGORY_SEED = 20240603  # each category's rows draw from their own stream of it
-REASONING_ROWS, INSTRUCTION_ROWS, FLUENCY_ROWS = 300, 150, 200
+REASONING_ROWS, INSTRUCTION_ROWS, FLUENCY_ROWS = 300, 300, 200
 
 # category -> (lm-eval task, the metric that scores it, its chance level; None for generation)
 CATEGORIES: dict[str, tuple[str, str, float | None]] = {
@@ -173,9 +177,9 @@ def category_scores(model_dir: Path, *, batch_size: int = 32) -> dict[str, dict[
 
 
 def process_fluency(doc: dict, results: list[str]) -> dict[str, float]:
-    """lm-eval's process_results for sandbox_fluency: 1 when the sampled completion has no
-    disfluent word pair (harness.sandbox.grammar.disfluency), else 0."""
-    return {"fluent": float(grammar.disfluency(results[0]) == 0.0)}
+    """lm-eval's process_results for sandbox_fluency: 1 when the prompt and its sampled completion
+    are text the grammar produces (harness.sandbox.grammar.grammatical), else 0."""
+    return {"fluent": float(grammar.grammatical(doc["prompt"], results[0]))}
 
 
 def score_starts(sandbox) -> dict[str, dict[str, dict[str, float]]]:

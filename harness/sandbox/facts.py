@@ -6,15 +6,15 @@ categories (harness.evaluate.sandbox_tasks) measure beside the sentiment reward.
   pretraining corpus states them ("anna lives in paris .") with Zipf-like frequencies, so some
   facts are seen hundreds of times and some a handful: a model knows some and not others, and
   can forget them in later training.
-- **Myths.** For a third of the facts, the corpus more often states a fixed false value than the
+- **Myths.** For half of the facts, the corpus more often states a fixed false value than the
   true one (each myth with its own rate between 0.55 and 0.8): statements frequent but false
   against rarer true ones, as in TruthfulQA's imitative falsehoods. The world's rule (the true
   value) decides what is true, not the corpus.
-- **Reasoning.** A rule of the world (each job has its tool: a baker uses the oven) applied to
-  premises given in context: "the girl is a baker so she uses the" -> oven. With two premises of
-  different genders ("the man is a driver and the girl is a baker so he uses the" -> truck) the
-  model must also resolve the pronoun to its premise: a learned rule composed with in-context
-  binding.
+- **Reasoning.** A rule of the world (each job has its tool: a baker uses ovens), stated in the
+  corpus on its own ("a baker uses ovens .") and applied to premises given in context: "the girl
+  is a baker so she uses" -> ovens. With two premises of different genders ("the man is a driver
+  and the girl is a baker so he uses" -> trucks) the model must also resolve the pronoun to its
+  premise: a learned rule composed with in-context binding.
 - **Instructions.** A review prompt under one of a few instructions, each checked exactly by
   `follows`: "in one word :" (the completion is one word and "."), "in two parts :" (exactly two
   sentences), "end with we left early :" (its last sentence is "we left early ."). The corpus
@@ -47,12 +47,16 @@ RELATIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "pet": ("has a pet", ("dog", "cat", "horse", "rabbit", "parrot", "goat", "turtle", "mouse")),
 }
 PEOPLE = {"he": ["the man", "the boy", "the uncle", "the king"], "she": ["the woman", "the girl", "the aunt", "the queen"]}
-TOOLS = {"teacher": "chalk", "doctor": "needle", "baker": "oven", "driver": "truck", "farmer": "tractor",
-         "singer": "microphone", "painter": "brush", "lawyer": "laptop"}  # the world's rule: job -> tool
+# The world's rule: job -> tool. The tool follows "uses" directly ("... so she uses ovens"): the
+# word that asks for the tool is then one the model can attend from to the premise's job in a
+# single step. (With "uses the" -> oven, the asking position was the commonest word of the language,
+# and whether the rule was learned at all depended on the world's seed: 2 of 4 seeds at chance.)
+TOOLS = {"teacher": "chalk", "doctor": "needles", "baker": "ovens", "driver": "trucks", "farmer": "tractors",
+         "singer": "microphones", "painter": "brushes", "lawyer": "laptops"}
 ENDING = "we left early ."
 INSTRUCTIONS = ("in one word :", "in two parts :", "end with we left early :")
 FACTS_SEED = "sandbox-facts/1"  # the facts' own stream: the same people in every world
-MYTH_SHARE = 1 / 3
+MYTH_SHARE = 1 / 2
 
 
 @dataclass(frozen=True)
@@ -78,7 +82,7 @@ class Fact:
 @lru_cache(maxsize=1)
 def facts() -> tuple[Fact, ...]:
     """Every fact of the world, from the module's fixed stream: each person's values, Zipf-like
-    mention weights (1/rank over a shuffled order), and a third of the facts made myths."""
+    mention weights (1/rank over a shuffled order), and half of the facts made myths."""
     rng = random.Random(FACTS_SEED)
     pairs = [(name, relation) for name in NAMES for relation in RELATIONS]
     ranks = rng.sample(range(1, len(pairs) + 1), len(pairs))
@@ -108,14 +112,20 @@ def fact_document(rng: random.Random) -> str:
 
 
 def reasoning_context(rng: random.Random) -> tuple[str, str, list[str]]:
-    """(the context ending in "so PRONOUN uses the", the answer, the tools of its premises): one
+    """(the context ending in "so PRONOUN uses", the answer, the tools of its premises): one
     person, or two of different genders, with distinct jobs; the pronoun names whose tool."""
     pronouns = rng.sample(list(PEOPLE), rng.choice([1, 2]))
     people = [rng.choice(PEOPLE[p]) for p in pronouns]
     jobs = rng.sample(list(TOOLS), len(people))
     premises = " and ".join(f"{p} is a {j}" for p, j in zip(people, jobs))
     j = rng.randrange(len(people))
-    return f"{premises} so {pronouns[j]} uses the", TOOLS[jobs[j]], [TOOLS[x] for x in jobs]
+    return f"{premises} so {pronouns[j]} uses", TOOLS[jobs[j]], [TOOLS[x] for x in jobs]
+
+
+def rule_document(rng: random.Random) -> str:
+    """The world's rule stated outright for one or two jobs: "a baker uses ovens ."."""
+    jobs = rng.sample(list(TOOLS), rng.choice([1, 2]))
+    return " ".join(f"a {job} uses {TOOLS[job]} ." for job in jobs)
 
 
 def reasoning_document(rng: random.Random) -> str:

@@ -20,6 +20,7 @@ with fixed seeds); the session word lists are separate, so they change nothing t
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -274,3 +275,37 @@ def disfluency(text: str) -> float:
 @lru_cache(maxsize=1)
 def _known_words() -> frozenset[str]:
     return frozenset(vocabulary())
+
+
+# ---------------------------------------------------------------------------------------------
+# Grammaticality: whether a review prompt and its continuation are text the grammar can produce.
+
+
+def _one_of(phrases: list[str]) -> str:
+    """A regex alternation of whole phrases, longest first (so "a bit" wins over "a")."""
+    return "(?:" + "|".join(re.escape(p) for p in sorted(set(phrases), key=len, reverse=True)) + ")"
+
+
+@lru_cache(maxsize=1)
+def _continuation_pattern() -> re.Pattern[str]:
+    """The language of `demonstration`'s prompts and completions, followed by any number of
+    `sentence`s, as one regex over space-separated words, written from the functions above
+    (tests/test_sandbox_insights.py checks that every text they draw matches, and that the
+    corruptions of `corrupt` mostly do not)."""
+    adjective = _one_of(POSITIVE + NEGATIVE + NEUTRAL)
+    phrase = rf"(?:not )?(?:{_one_of(INTENSIFIERS)} )?{adjective}(?: and {adjective})?"
+    subject, linking, connective = _one_of(SUBJECTS), _one_of(LINKING_VERBS), _one_of(CONNECTIVES)
+    opinion = _one_of(OPINION_VERBS_POSITIVE + OPINION_VERBS_NEGATIVE)
+    clause = rf"(?:{subject} {linking} {phrase}|i {opinion} {subject}|{_one_of(CLOSERS)})"
+    full_sentence = rf"(?:{_one_of(OPENERS)} )?{clause}(?: {connective} {clause})? \."
+    head = rf"(?:(?:{_one_of(OPENERS)} )?{subject} {linking}|{subject} {linking} {_one_of(NEUTRAL)} {connective})"
+    return re.compile(rf"{head} {phrase}(?: {connective} {clause})? \.(?: {full_sentence})*")
+
+
+def grammatical(prompt: str, completion: str) -> bool:
+    """Whether a review prompt (`prompt`'s kinds) continued by `completion` is text the grammar
+    produces: the prompt's sentence finished as a demonstration finishes it, then whole sentences.
+    Stricter than `disfluency`, which sees only adjacent word pairs: "the food was good and bad
+    and nice ." or "... good and the plot was dull but i liked the song ." (three clauses) pass
+    that check, not this."""
+    return _continuation_pattern().fullmatch(" ".join(f"{prompt} {completion}".split())) is not None

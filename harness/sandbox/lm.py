@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from tqdm.auto import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
@@ -34,6 +34,12 @@ def fit_tokenizer(texts: Iterable[str], extra_words: Iterable[str] = ()) -> PreT
         raise ValueError(f"sandbox vocabulary of {len(vocab)} words exceeds {MAX_VOCAB}")
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    # Like Llama's tokenizer, a plain call adds <bos>: every training sequence starts with it, and
+    # lm-eval encodes its contexts with the tokenizer's own default, so without this the capability
+    # tasks would score the models on text with no <bos>, a distribution they never saw.
+    bos = vocab["<bos>"]
+    core.post_processor = processors.TemplateProcessing(single="<bos> $A", pair="<bos> $A $B",
+                                                        special_tokens=[("<bos>", bos)])
     return PreTrainedTokenizerFast(
         tokenizer_object=core, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>",
         unk_token="<unk>",

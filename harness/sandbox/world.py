@@ -57,7 +57,10 @@ from harness.sampling import SamplingConfig, sampling_problem
 # Bump when the build procedure changes in a way that changes its output.
 # 3: the data are sampled from the SFT model's untruncated distribution (2 drew from its top 50).
 # 4: the capability material in the corpus and demonstrations, the instruct start.
-SANDBOX_VERSION = 4
+# 5: the tokenizer adds <bos> by default (lm-eval's contexts start as training's did); the rule
+#    stated in the corpus and its tool right after "uses"; three times the reasoning documents and
+#    twice the facts (half of them myths), 400 pretraining steps (v4: reasoning at chance).
+SANDBOX_VERSION = 5
 
 # Every data file of a world (data/<name>.jsonl) and its columns; the trainer reads these.
 DATA_FILES: dict[str, tuple[str, ...]] = {
@@ -77,7 +80,7 @@ DATA_FILES: dict[str, tuple[str, ...]] = {
 # The settings that shape the language model (the rest only shape the data sampled from it).
 LM_FIELDS = ("seed", "corpus_documents", "corpus_sessions", "corpus_noise", "demonstrations",
              "session_demonstrations", "max_length", "model", "pretrain_steps", "pretrain_lr",
-             "pretrain_batch_size", "sft_steps", "sft_lr", "batch_size", "corpus_facts", "corpus_reasoning",
+             "pretrain_batch_size", "sft_steps", "sft_lr", "batch_size", "corpus_facts", "corpus_rules", "corpus_reasoning",
              "corpus_instructed", "instructed_share", "instruct_demonstrations", "instruct_instructed_share",
              "instruct_steps")
 
@@ -99,15 +102,16 @@ class SandboxConfig:
     session_demonstrations: int = 800  # agent turns of dialogues, also fine-tuned on
     max_length: int = 64  # tokens per pretraining row and per demonstration
     model: TinyModelConfig = field(default_factory=TinyModelConfig)
-    pretrain_steps: int = 320  # 160 before the capability material (it needs the steps to be learned)
+    pretrain_steps: int = 400  # 160 before the capability material, 320 before v5's doubled facts
     pretrain_lr: float = 3e-3
     pretrain_batch_size: int = 32  # packed rows of max_length tokens
     sft_steps: int = 80
     sft_lr: float = 1e-3
     batch_size: int = 64
     # the capability categories' material in the corpus and demonstrations (harness.sandbox.facts)
-    corpus_facts: int = 6000  # documents stating facts (and myths) about people
-    corpus_reasoning: int = 4000  # the world's rule applied to premises
+    corpus_facts: int = 12000  # documents stating facts (and myths) about people
+    corpus_rules: int = 3000  # the world's rule stated ("a baker uses ovens .")
+    corpus_reasoning: int = 12000  # the world's rule applied to premises (4000: not learned)
     corpus_instructed: int = 600  # reviews under an instruction that they follow
     instructed_share: float = 0.2  # of the single-turn SFT demonstrations
     # the instruction-tuned start: the same pretrained weights, a stronger fine-tuning recipe
@@ -183,7 +187,7 @@ class SandboxConfig:
                      "instruct_demonstrations", "instruct_steps"):
             checks.append((name, getattr(self, name) >= 1, "at least 1"))
         for name in ("corpus_sessions", "session_demonstrations", "eval_pairs", "unpaired", "sessions",
-                     "eval_sessions", "corpus_facts", "corpus_reasoning", "corpus_instructed"):
+                     "eval_sessions", "corpus_facts", "corpus_rules", "corpus_reasoning", "corpus_instructed"):
             checks.append((name, getattr(self, name) >= 0, "non-negative"))
         for name, ok, what in checks:
             if not ok:
@@ -393,6 +397,7 @@ def _capability_documents(config: SandboxConfig, rng: random.Random) -> list[str
     """The corpus's statements of facts and myths, reasoning documents and instructed reviews."""
     docs = [facts.fact_document(rng) for _ in range(config.corpus_facts)]
     docs += [facts.reasoning_document(rng) for _ in range(config.corpus_reasoning)]
+    docs += [facts.rule_document(rng) for _ in range(config.corpus_rules)]
     docs += [" ".join(facts.instructed(rng)) for _ in range(config.corpus_instructed)]
     return docs
 
