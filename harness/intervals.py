@@ -22,6 +22,10 @@ Why not a bootstrap: a two-level bootstrap that redraws prompts independently wi
 treats the seeds' prompts as independent draws, and 3 seeds give 10 distinct seed resamples; in
 the simulation of tests/test_intervals.py (3 seeds sharing 64 prompts, seed effects 0 / 0.15 /
 0.3 on the logit scale) it covered 0.88 / 0.87 / 0.85; this interval covers 0.93–0.97 there.
+
+One run's proportion (k of n documents scored 1, e.g. an lm-eval accuracy) has its own interval,
+`proportion_interval`: Wilson's score interval, which stays within [0, 1] and does not collapse
+at 0/n or n/n as the normal (Wald) interval p̂ ± 1.96·√(p̂(1−p̂)/n) does.
 """
 
 from __future__ import annotations
@@ -149,6 +153,25 @@ def method_difference(a: np.ndarray, b: np.ndarray, confidence: float = CONFIDEN
     half = float(stats.t.ppf(0.5 + confidence / 2, df) * se)
     return {"diff": diff, "diff_ci_low": diff - half, "diff_ci_high": diff + half, "statistic": float(t),
             "df": df, "p_value": float(2 * stats.t.sf(abs(t), df))}
+
+
+def proportion_interval(successes, n, confidence: float = CONFIDENCE) -> tuple[np.ndarray, np.ndarray]:
+    """(ci_low, ci_high) of the proportion successes/n: the Wilson score interval (scipy's
+    `binomtest(k, n).proportion_ci(method="wilson")`, no continuity correction), elementwise over
+    arrays of successes and n (n ≥ 1; each distinct (k, n) is computed once, so many simulated
+    tasks of one size cost n + 1 scipy calls).
+
+    Why Wilson and not p̂ ± 1.96·se: at p = 0.01 with n = 30 documents the normal interval covers
+    0.26 of the time (k = 0 gives [0, 0]), at p = 0.97 0.60; Wilson's exact coverage over p in
+    {0.01, 0.05, 0.3, 0.5, 0.97, 1} and n in {30, 150} is 0.93–1.0 (tests/test_intervals.py)."""
+    k, size = np.broadcast_arrays(np.asarray(successes, dtype=np.int64), np.asarray(n, dtype=np.int64))
+    if np.any(size < 1) or np.any(k < 0) or np.any(k > size):
+        raise ValueError("proportion_interval needs 0 ≤ successes ≤ n and n ≥ 1")
+    pairs, inverse = np.unique(np.stack([k.ravel(), size.ravel()], axis=1), axis=0, return_inverse=True)
+    bounds = np.array([tuple(stats.binomtest(int(a), int(b)).proportion_ci(confidence, method="wilson"))
+                       for a, b in pairs], dtype=np.float64).reshape(-1, 2)
+    picked = bounds[inverse.ravel()]
+    return picked[:, 0].reshape(k.shape), picked[:, 1].reshape(k.shape)
 
 
 def significance_ranks(better: np.ndarray) -> np.ndarray:

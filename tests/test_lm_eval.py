@@ -102,3 +102,70 @@ def test_a_suites_own_task_folder_and_a_yaml_path(sandbox_model, tmp_path, monke
     assert {r["metric"] for r in rows} == {"my_mini_mc/acc", "my_mini_mc/acc_norm"}
     by_path = EvalConfig(lm_eval_tasks=(str(tasks / "mini.yaml"),), lm_eval_limit=4, lm_eval_batch_size=4)
     assert {r["metric"] for r in lm_eval_rows(model, tokenizer, by_path, step=0)} == {"my_mini_mc/acc", "my_mini_mc/acc_norm"}
+
+
+def _logged(task_scores: dict[str, list[float]], metric: str) -> list[dict]:
+    """lm-eval's logged samples: one per document and filter, carrying that filter's value."""
+    return [{"doc_id": i, "filter": filt, "metrics": [metric], metric: float(x)}
+            for filt, scores in task_scores.items() for i, x in enumerate(scores)]
+
+
+def test_proportions_get_wilson_intervals_and_other_metrics_keep_the_normal_one():
+    """A hand-built lm-eval results dict (stderrs by lm-eval's own mean_stderr):
+    - ceiling/acc, 150 of 150 documents: lm-eval's stderr is 0, value ± 1.96·0 = [1, 1]; Wilson
+      gives [150/(150 + z²), 1] = [0.97503, 1] (tests/test_intervals.py derives it);
+    - gen/exact_match:strict-match, 1 of 100 (beside the flexible-extract filter's 60 of 100 on the
+      same documents): Wald is 0.01 ± 1.96·0.01 = [−0.0096, 0.0296]; Wilson [0.001767, 0.054486],
+      from the strict-match documents only;
+    - graded/score (documents scored 0, 1, 2 or 3, mean 1.5), a 0/1 metric the task aggregates by
+      median, and a proportion whose documents were not logged: value ± 1.96·stderr as before.
+    Every row keeps lm-eval's value and stderr."""
+    from lm_eval.api.metrics import mean_stderr
+
+    ceiling = [1.0] * 150
+    strict, flexible = [1.0] + [0.0] * 99, [1.0] * 60 + [0.0] * 40
+    graded = [0.0, 1.0, 2.0, 3.0] * 25
+    med = [1.0] * 70 + [0.0] * 30
+    results = {
+        "results": {
+            "ceiling": {"acc,none": 1.0, "acc_stderr,none": mean_stderr(ceiling)},
+            "gen": {"exact_match,strict-match": 0.01, "exact_match_stderr,strict-match": mean_stderr(strict),
+                    "exact_match,flexible-extract": 0.6, "exact_match_stderr,flexible-extract": mean_stderr(flexible)},
+            "graded": {"score,none": 1.5, "score_stderr,none": mean_stderr(graded),
+                       "vote,none": 1.0, "vote_stderr,none": 0.05},
+            "unlogged": {"acc,none": 0.99, "acc_stderr,none": 0.01},
+        },
+        "configs": {
+            "ceiling": {"metric_list": [{"metric": "acc", "aggregation": "mean"}]},
+            "gen": {"metric_list": [{"metric": "exact_match", "aggregation": "mean"}]},
+            "graded": {"metric_list": [{"metric": "score", "aggregation": "mean"},
+                                       {"metric": "vote", "aggregation": "median"}]},
+            "unlogged": {"metric_list": [{"metric": "acc", "aggregation": "mean"}]},
+        },
+        "n-samples": {t: {"effective": n} for t, n in (("ceiling", 150), ("gen", 100), ("graded", 100), ("unlogged", 50))},
+        "samples": {
+            "ceiling": _logged({"none": ceiling}, "acc"),
+            "gen": _logged({"strict-match": strict, "flexible-extract": flexible}, "exact_match"),
+            "graded": _logged({"none": graded}, "score") + _logged({"none": med}, "vote"),
+        },
+    }
+    rows = {r["metric"]: r for r in results_rows(results, step=0)}
+
+    top = rows["ceiling/acc"]
+    assert (top["value"], top["stderr"], top["n"]) == (1.0, 0.0, 150)
+    assert top["ci_low"] == pytest.approx(0.975030, abs=1e-6) and top["ci_high"] == 1.0
+
+    low = rows["gen/exact_match:strict-match"]
+    assert low["value"] == 0.01 and low["stderr"] == pytest.approx(0.01)
+    assert (low["ci_low"], low["ci_high"]) == pytest.approx((0.001767, 0.054486), abs=2e-6)
+    for row in (top, low):
+        assert 0.0 <= row["ci_low"] <= row["value"] <= row["ci_high"] <= 1.0
+
+    flex = rows["gen/exact_match:flexible-extract"]  # 60 of 100: Wilson [0.502, 0.691], not Wald's [0.503, 0.697]
+    assert (flex["ci_low"], flex["ci_high"]) == pytest.approx((0.502, 0.691), abs=1e-3)
+
+    for name in ("graded/score", "graded/vote", "unlogged/acc"):
+        row = rows[name]
+        assert (row["ci_low"], row["ci_high"]) == pytest.approx((row["value"] - 1.96 * row["stderr"],
+                                                                 row["value"] + 1.96 * row["stderr"]))
+    assert rows["unlogged/acc"]["ci_high"] > 1.0  # no documents logged: left unclipped (module docstring)

@@ -23,10 +23,20 @@ configs whose data paths have been made absolute against the YAML's folder, so a
 same from any directory.
 
 Every metric becomes a row: evaluator "lm_eval", metric "<task>/<metric>" (with ":<filter>"
-when the filter is not "none"), the stderr lm-eval reports, a normal 95% CI from it, n = the
-documents evaluated, higher_is_better from the task. Where lm-eval reports no stderr (its
-perplexities), the stderr and a percentile CI come from a bootstrap over documents of the task's
-own aggregation (`evaluate.bootstrap` resamples, at most 1000; `evaluate.seed`).
+when the filter is not "none"), the stderr lm-eval reports, a 95% CI, n = the documents
+evaluated, higher_is_better from the task. The CI:
+- a proportion (the task averages the metric by mean and every logged document scored 0 or 1:
+  accuracies, the sandbox categories): the Wilson score interval of k of n documents
+  (harness.intervals.proportion_interval). It is not symmetric around the value, stays within
+  [0, 1], and does not collapse at 0/n or n/n as value ± 1.96·stderr does (that covered 0.26 of
+  the time at p = 0.01 with 30 documents). The row's stderr stays lm-eval's (the bootstrap's
+  below where lm-eval gives none), so the CI is not value ± 1.96·stderr for these rows;
+- other metrics with a stderr from lm-eval: value ± 1.96·stderr. So are proportions whose
+  documents were not logged (results without "samples"): their range is not known here, and
+  the interval is left unclipped;
+- where lm-eval reports no stderr (its perplexities): the stderr and a percentile CI from a
+  bootstrap over documents of the task's own aggregation (`evaluate.bootstrap` resamples, at
+  most 1000; `evaluate.seed`).
 """
 
 from __future__ import annotations
@@ -45,6 +55,7 @@ import numpy as np
 import torch
 
 from harness.errors import HarnessError, did_you_mean
+from harness.intervals import proportion_interval
 
 PROJECT_TASKS = Path(__file__).resolve().parents[2] / "suites" / "tasks"
 
@@ -235,7 +246,8 @@ def _run_lm_eval(model, tokenizer, tasks: Sequence[str], *, limit: int, num_fews
 
 
 def results_rows(results: dict[str, Any], *, step: int, bootstrap: int = 2000, seed: int = 1234) -> list[dict[str, Any]]:
-    """Metric rows (harness.results.schema.METRIC_COLUMNS) from lm-eval's results dict."""
+    """Metric rows (harness.results.schema.METRIC_COLUMNS) from lm-eval's results dict; the CI of
+    each as the module docstring says (Wilson for proportions, else normal or bootstrap)."""
     rows = []
     samples = results.get("samples") or {}
     for task, values in sorted(results.get("results", {}).items()):
@@ -253,6 +265,9 @@ def results_rows(results: dict[str, Any], *, step: int, bootstrap: int = 2000, s
                 boot = _bootstrap_task_metric(results, task, metric, filt, bootstrap, seed)
                 if boot is not None:
                     stderr, low, high = boot
+            wilson = _proportion_ci(results, task, metric, filt, value) if task in samples else None
+            if wilson is not None:
+                low, high = wilson
             name = f"{task}/{metric}" + ("" if filt == "none" else f":{filt}")
             hib = directions.get(metric)
             rows.append({
@@ -264,27 +279,56 @@ def results_rows(results: dict[str, Any], *, step: int, bootstrap: int = 2000, s
     return rows
 
 
-def _bootstrap_task_metric(results, task: str, metric: str, filt: str, resamples: int, seed: int):
-    """(stderr, ci_low, ci_high) of a metric lm-eval gives no stderr for: the task's aggregation
-    over documents resampled with replacement. None when the aggregation is unknown."""
+def _document_scores(results, task: str, metric: str, filt: str) -> list[Any]:
+    """The logged per-document values of `metric` under filter `filt` (lm-eval logs one sample
+    per document and filter, each carrying that filter's metric values)."""
+    return [s[metric] for s in results["samples"][task] if s.get("filter", "none") == filt and metric in s]
+
+
+def _task_aggregation(results, task: str, metric: str):
+    """The function the task aggregates `metric` with: its metric_list entry's aggregation, else
+    lm-eval's registered default for the metric; None when unknown."""
     from lm_eval.api.registry import get_aggregation, get_metric_aggregation
 
-    docs = [s for s in results["samples"][task] if s.get("filter", "none") == filt and metric in s]
-    if len(docs) < 2 or resamples < 1:
-        return None
-    aggregation = None
     config = (results.get("configs") or {}).get(task, {})
     for entry in config.get("metric_list") or []:
         if entry.get("metric") == metric and isinstance(entry.get("aggregation"), str):
-            aggregation = get_aggregation(entry["aggregation"])
-    if aggregation is None:
-        try:
-            aggregation = get_metric_aggregation(metric)
-        except Exception:  # noqa: BLE001 - a custom metric without a registered aggregation
-            return None
+            found = get_aggregation(entry["aggregation"])
+            if found is not None:
+                return found
+    try:
+        return get_metric_aggregation(metric)
+    except Exception:  # noqa: BLE001 - a custom metric without a registered aggregation
+        return None
+
+
+def _proportion_ci(results, task: str, metric: str, filt: str, value: float) -> tuple[float, float] | None:
+    """The Wilson 95% interval of a metric that is a proportion: the task aggregates it by mean
+    and every logged document scored 0 or 1, k of n, with k/n the reported value (documents that
+    do not add up to it belong to another evaluation: no interval from them). None otherwise."""
+    from lm_eval.api.registry import get_aggregation
+
+    scores = _document_scores(results, task, metric, filt)
+    if not scores or _task_aggregation(results, task, metric) is not get_aggregation("mean"):
+        return None
+    if not all(isinstance(x, (bool, int, float, np.bool_, np.integer, np.floating)) and x in (0, 1) for x in scores):
+        return None
+    k, n = int(sum(scores)), len(scores)
+    if not math.isclose(k / n, value, rel_tol=0.0, abs_tol=1e-9):
+        return None
+    low, high = proportion_interval(k, n)
+    return float(low), float(high)
+
+
+def _bootstrap_task_metric(results, task: str, metric: str, filt: str, resamples: int, seed: int):
+    """(stderr, ci_low, ci_high) of a metric lm-eval gives no stderr for: the task's aggregation
+    over documents resampled with replacement. None when the aggregation is unknown."""
+    items = _document_scores(results, task, metric, filt)
+    if len(items) < 2 or resamples < 1:
+        return None
+    aggregation = _task_aggregation(results, task, metric)
     if aggregation is None:
         return None
-    items = [d[metric] for d in docs]
     rng = np.random.default_rng(seed)
     draws = []
     for _ in range(min(resamples, 1000)):  # python-level aggregation: 1000 draws bound the time
