@@ -18,7 +18,8 @@ from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from harness.cache import content_hash
-from harness.suite import SANDBOX, Budget, DataConfig, EvalConfig, MethodEntry, Suite, TrainConfig, identity_fields
+from harness.suite import (SANDBOX, SANDBOX_VERSION, Budget, DataConfig, EvalConfig, MethodEntry, Suite, TrainConfig,
+                           identity_fields)
 
 if TYPE_CHECKING:  # a type name only: importing the losses imports torch
     from harness.losses.regimes import MethodHparams
@@ -68,6 +69,8 @@ class RunSpec:
             "method": self.method, "method_version": self.method_version,
             "hparams": self.hparams, "seed": self.seed, "model": self.model,
             "dataset": self.dataset, "sandbox": dict(self.sandbox),
+            # the world's version: a rebuilt world (new corpus, new defaults) is a new run
+            **({"sandbox_version": SANDBOX_VERSION} if self.dataset == SANDBOX else {}),
             # how a real dataset is read; absent for the sandbox, whose run ids predate it
             **({"data": identity_fields(self.data)} if self.dataset != SANDBOX else {}),
             "budget": asdict(self.budget) if self.trains else None,

@@ -43,6 +43,17 @@ SANDBOX = "sandbox"  # the `model:` / `dataset:` value naming the offline world
 # instruction-tuned model (harness.sandbox.world.STARTS maps them to the world's folders)
 SANDBOX_MODELS = (SANDBOX, f"{SANDBOX}:base", f"{SANDBOX}:instruct")
 
+# The sandbox world's version. Bump when the build procedure or a SandboxConfig default changes in a
+# way that changes its output: it names the world's cache folder and is part of every sandbox run's
+# identity (harness.plan.RunSpec.identity), so runs stored from another world are never reused.
+# 3: the data are sampled from the SFT model's untruncated distribution (2 drew from its top 50).
+# 4: the capability material in the corpus and demonstrations, the instruct start.
+# 5: the tokenizer adds <bos> by default (lm-eval's contexts start as training's did); the rule
+#    stated in the corpus and its tool right after "uses"; three times the reasoning documents and
+#    twice the facts (half of them myths, stated at 0.7-0.9 of their mentions), 400 pretraining
+#    steps (v4: reasoning at chance, truthfulness at chance). Sandbox run ids carry the version from 5 on.
+SANDBOX_VERSION = 5
+
 
 def setting(default: Any, *checks: Constraint, identity: bool = True) -> Any:
     """A config field with the constraints its value must meet: declared here, next to the field,

@@ -7,7 +7,7 @@ categories (harness.evaluate.sandbox_tasks) measure beside the sentiment reward.
   facts are seen hundreds of times and some a handful: a model knows some and not others, and
   can forget them in later training.
 - **Myths.** For half of the facts, the corpus more often states a fixed false value than the
-  true one (each myth with its own rate between 0.55 and 0.8): statements frequent but false
+  true one (each myth with its own rate between 0.7 and 0.9): statements frequent but false
   against rarer true ones, as in TruthfulQA's imitative falsehoods. The world's rule (the true
   value) decides what is true, not the corpus.
 - **Reasoning.** A rule of the world (each job has its tool: a baker uses ovens), stated in the
@@ -94,7 +94,7 @@ def facts() -> tuple[Fact, ...]:
         myth, rate = None, 0.0
         if i in myths:
             myth = rng.choice([v for v in values if v != true])
-            rate = round(rng.uniform(0.55, 0.8), 3)
+            rate = round(rng.uniform(0.7, 0.9), 3)  # 0.55-0.8 left the SFT model at chance (0.47)
         out.append(Fact(name, relation, true, 1.0 / rank ** 0.8, myth, rate))
     return tuple(out)
 

@@ -51,16 +51,9 @@ from harness.sandbox.lm import (
 from harness.sandbox.reward import BradleyTerryJudge, GoldReward
 from harness.data.tokenize import encode_turns, open_turn, render_turns
 from harness.errors import HarnessError, did_you_mean
-from harness.suite import SANDBOX_MODELS
+from harness.suite import SANDBOX_MODELS, SANDBOX_VERSION
 from harness.sampling import SamplingConfig, sampling_problem
 
-# Bump when the build procedure changes in a way that changes its output.
-# 3: the data are sampled from the SFT model's untruncated distribution (2 drew from its top 50).
-# 4: the capability material in the corpus and demonstrations, the instruct start.
-# 5: the tokenizer adds <bos> by default (lm-eval's contexts start as training's did); the rule
-#    stated in the corpus and its tool right after "uses"; three times the reasoning documents and
-#    twice the facts (half of them myths), 400 pretraining steps (v4: reasoning at chance).
-SANDBOX_VERSION = 5
 
 # Every data file of a world (data/<name>.jsonl) and its columns; the trainer reads these.
 DATA_FILES: dict[str, tuple[str, ...]] = {
