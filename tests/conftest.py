@@ -36,6 +36,7 @@ TINY_SANDBOX = {
     "session_candidates": 6,  # the tiny model rarely says both a good and a bad answer in fewer
     # the capability categories' material and the instruction-tuned start, a little of each
     "corpus_facts": 100,
+    "corpus_rules": 30,
     "corpus_reasoning": 60,
     "corpus_instructed": 20,
     "instruct_demonstrations": 200,
