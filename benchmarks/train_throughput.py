@@ -294,11 +294,10 @@ def trl_rows(rows: list[dict], tokenizer) -> list[dict]:
       space ("the movie was" + "great" would tokenize as one unknown word);
     - it appends `tokenizer.eos_token` to chosen and rejected as text (the tokenizer splits added
       special tokens out of the text, so "great .<eos>" ends in the EOS id);
-    - it adds no BOS of its own (our tokenizer has no post-processor), while the harness starts
-      every sequence with one: the prompt text carries it.
+    - it adds no BOS of its own: the tokenizer's post-processor does (harness.sandbox.lm's adds
+      `<bos>` like Llama's), as the harness starts every sequence with one.
     """
-    return [{"prompt": f"{tokenizer.bos_token} {r['prompt']}", "chosen": " " + r["chosen"],
-             "rejected": " " + r["rejected"]} for r in rows]
+    return [{"prompt": r["prompt"], "chosen": " " + r["chosen"], "rejected": " " + r["rejected"]} for r in rows]
 
 
 def _timed_trainer_class():
