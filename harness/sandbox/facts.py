@@ -50,7 +50,7 @@ PEOPLE = {"he": ["the man", "the boy", "the uncle", "the king"], "she": ["the wo
 # The world's rule: job -> tool. The tool follows "uses" directly ("... so she uses ovens"): the
 # word that asks for the tool is then one the model can attend from to the premise's job in a
 # single step. (With "uses the" -> oven, the asking position was the commonest word of the language,
-# and whether the rule was learned at all depended on the world's seed: 2 of 4 seeds at chance.)
+# and whether the rule was learned at all depended on the build: at chance in 4 of 11 tried.)
 TOOLS = {"teacher": "chalk", "doctor": "needles", "baker": "ovens", "driver": "trucks", "farmer": "tractors",
          "singer": "microphones", "painter": "brushes", "lawyer": "laptops"}
 ENDING = "we left early ."
