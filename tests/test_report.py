@@ -202,6 +202,7 @@ def test_full_report_has_every_section(full_report):
 def test_leaderboard_uses_the_bootstrap_when_samples_exist(full_report):
     assert "crossed random effects" in full_report and "covers the mean over the populations of seeds and prompts" in full_report
     assert "0.65 [0.0147, 1]" not in _section(full_report, "Leaderboard")  # no longer the t-interval
+    assert "Each interval is cut to its metric" in full_report  # the note on ranges (harness.results.ranges)
 
 
 def test_metric_bars_have_error_bars(full_report):
