@@ -22,7 +22,9 @@ The statistics (documented once here, referred to from the functions below):
   σ_s²/K + σ_g²/P + σ_e²/(KP) (ANOVA mean squares, Satterthwaite df). It covers the population
   mean over seeds and prompts; with one seed, the population of prompts for that checkpoint.
   Without samples: a t interval over the per-seed means ("t over seeds": these prompts, seeds
-  varying), or with one seed the run's own CI.
+  varying), or with one seed the run's own CI. Every interval is then cut to its metric's range
+  (`harness.results.ranges`: KL ≥ 0, win rates and lm-eval proportions in [0, 1]; the reward is
+  unbounded): that never lowers coverage, as the true value lies in the range. The means stay.
 - Length-controlled win rate (`harness.length_control`): AlpacaEval 2.0's GLM from the
   `alpaca-eval` package, the suite's runs as the leaderboard's models and the per-instruction
   difficulty fitted jointly across them; bootstrap CI over prompts (seeds fixed).
@@ -53,6 +55,7 @@ import pandas as pd
 from scipy import stats
 
 from harness.intervals import crossed_interval, method_difference, significance_ranks
+from harness.results.ranges import clip_to_range, metric_range
 
 WIN_RATE = "win_rate/win_rate_vs_start"
 RANK_RULE = ("an entry's rank is 1 + the number of entries within the KL budget that are significantly better "
@@ -244,7 +247,7 @@ def leaderboard(
 
     Columns: entry, method, hparams, is_start, n_seeds; for each headline key K (default
     `headline_of`, plus LC_WIN_RATE when `samples` hold the completion lengths): K (mean over
-    seeds), "K:ci_low", "K:ci_high" (95%), "K:ci_kind"; the compute columns (mean over seeds);
+    seeds), "K:ci_low", "K:ci_high" (95%, cut to K's range), "K:ci_kind"; the compute columns (mean over seeds);
     frontier (on the reward-vs-KL Pareto frontier), within_budget (KL ≤ kl_budget, or no KL
     measured), rank (1 + the number of entries significantly better on the suite's reward, see the module docstring; NaN over the
     budget or with `rank` False), rank_basis ("paired tests" or "CI overlap"), beats and beaten_by
@@ -271,6 +274,7 @@ def leaderboard(
             board[key + suffix] = board[key + suffix].astype(float)
     if with_lc:
         board = _length_controlled(board, runs, samples, resamples, seed)
+    board = _clip_to_ranges(board, evals)
     board["frontier"] = board["entry"].isin(pareto_frontier(board, x=kl, y=reward)) if kl in board else False
     kl_values = board[kl] if kl in board else pd.Series(np.nan, index=board.index)
     board["within_budget"] = ~(kl_values > kl_budget)
@@ -312,6 +316,23 @@ def seeds_by_prompts(prompts: pd.DataFrame, run_ids: Sequence[str], key: str) ->
     if len(table) < len(set(run_ids)):
         return np.empty((0, 0))
     return table.dropna(axis=1).to_numpy(float)
+
+
+def _clip_to_ranges(board: pd.DataFrame, evals: pd.DataFrame) -> pd.DataFrame:
+    """Every interval column of the board (seed, crossed, a run's own, the LC bootstrap) cut to
+    its metric's range (`harness.results.ranges`): the means stay, only ci_low / ci_high move.
+
+    Ranks see the same thing either way: they use the reward's interval, which is unbounded, and
+    for any key whose means lie in its range [a, b] cutting keeps every CI-overlap relation (if
+    lo_i ≤ hi_j then max(lo_i, a) ≤ min(hi_j, b), as lo_i ≤ mean_i ≤ b and a ≤ mean_j ≤ hi_j; if
+    lo_i > hi_j the cut ends stay apart). The paired tests use no stored interval."""
+    board = board.copy()
+    for column in [c for c in board.columns if c.endswith(":ci_low")]:
+        key = column[: -len(":ci_low")]
+        bounds = metric_range(key, evals.loc[evals["key"] == key, "value"])
+        if bounds != (-np.inf, np.inf):
+            board[column], board[key + ":ci_high"] = clip_to_range(board[column], board[key + ":ci_high"], bounds)
+    return board
 
 
 def _crossed_intervals(board: pd.DataFrame, runs: pd.DataFrame, prompts: pd.DataFrame, key: str) -> pd.DataFrame:

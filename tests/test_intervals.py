@@ -1,5 +1,6 @@
 """harness.intervals: the seeds × prompts interval, the seed-aware method comparison, the significance
-ranks and the Wilson interval of a proportion, checked by hand and by simulation with a known truth (vectorized, seeded, seconds).
+ranks, the Wilson interval of a proportion and intervals cut to a metric's range
+(harness.results.ranges), checked by hand and by simulation with a known truth (vectorized, seeded, seconds).
 
 The simulation is the issue's: K seeds share P = 64 prompts; logit P(win) = μ + g_p + s_k with
 prompt effects g ~ N(0, 1) and seed effects s ~ N(0, τ²), τ = 0 / 0.15 / 0.3; each (seed, prompt)
@@ -20,6 +21,7 @@ from harness.intervals import (
     proportion_interval,
     significance_ranks,
 )
+from harness.results.ranges import NON_NEGATIVE, UNBOUNDED, UNIT, clip_to_range, metric_range
 
 MU = 0.3
 
@@ -189,3 +191,74 @@ def test_proportion_interval_covers_a_known_proportion_where_wald_does_not(n):
     wald = ((mean - 1.96 * stderr <= ps[:, None]) & (ps[:, None] <= mean + 1.96 * stderr)).mean(axis=1)
     undercovered = {0.01: wald[0], **({0.97: wald[4]} if n == 30 else {})}  # at n = 150, p = 0.97 it covers 0.94
     assert all(c < 0.80 for c in undercovered.values()), (undercovered, wilson)
+
+
+# ------------------------------------------------------------------------------ metric ranges
+
+
+def test_metric_ranges_by_hand():
+    assert metric_range("kl/kl_k1") == metric_range("kl/kl_token_exact") == NON_NEGATIVE
+    assert metric_range("win_rate/length_controlled_vs_start") == metric_range("win_rate/win_rate_vs_chosen") == UNIT
+    assert metric_range("gold_reward/reward_mean") == metric_range("reward_model/reward_mean") == UNBOUNDED
+    assert metric_range("lm_eval/arc_easy/acc_norm", [0.61, 0.64]) == UNIT
+    assert metric_range("lm_eval/gsm8k/exact_match:strict-match", [0.2]) == UNIT  # a filter after ":"
+    assert metric_range("lm_eval/sandbox_fluency/fluent") == UNIT
+    assert metric_range("lm_eval/some_task/acc", [45.0, 50.0]) == UNBOUNDED  # a percentage: not cut
+    assert metric_range("lm_eval/sandbox_grammar_ppl/word_perplexity", [3.2]) == UNBOUNDED
+    assert metric_range("lm_eval/squadv2/f1", [0.4]) == UNBOUNDED  # some tasks report f1 in percent
+    low, high = clip_to_range([-0.1, -0.2, 0.2, np.nan], [0.3, -0.1, 1.4, np.nan], UNIT)
+    np.testing.assert_array_equal(low, [0.0, 0.0, 0.2, np.nan])
+    np.testing.assert_array_equal(high, [0.3, 0.0, 1.0, np.nan])  # wholly below: the edge, [0, 0]
+
+
+def test_metric_ranges_agree_with_the_evaluators_units():
+    """Every metric an evaluator declares a fraction is cut to [0, 1]; every evaluator the
+    ranges name exists (implicit_reward's rows are written by the runner)."""
+    import harness.evaluate.metrics  # noqa: F401 - registers the evaluators
+    from harness.evaluate.registry import EVALUATORS
+    from harness.results.ranges import EVALUATOR_RANGES
+
+    fractions = [f"{name}/{m.name}" for name in EVALUATORS for m in EVALUATORS.get(name).metrics if m.unit == "fraction"]
+    assert fractions and all(metric_range(key) == UNIT for key in fractions)
+    assert set(EVALUATOR_RANGES) - set(EVALUATORS) == {"implicit_reward"}
+    assert all(metric_range(f"kl/{m.name}") == NON_NEGATIVE for m in EVALUATORS.get("kl").metrics)
+
+
+def _coverage(truth: float, low: np.ndarray, high: np.ndarray) -> float:
+    return float(((low <= truth) & (truth <= high)).mean())
+
+
+def _edge_cases(rng, reps: int):
+    """(metric key, truth, intervals low, high, stored values) near the edge of the key's range:
+    - a k1 KL of 0.05 (per-prompt k1 means can be negative): 3 seeds × 64 prompts, seed, prompt
+      and cell effects N(0, 0.03²), N(0, 0.1²), N(0, 0.2²); the crossed interval;
+    - a win rate near 1: the module's logit model with μ = 5, τ = 0.3 (truth ≈ 0.989); crossed;
+    - an lm-eval accuracy near 1 over 3 seeds (300 documents each, logit p = logit 0.97 + N(0, 0.5²)
+      per seed; truth E p ≈ 0.966): the t interval over the per-seed accuracies."""
+    from harness.rank import seed_interval
+
+    kl = 0.05 + rng.normal(0, 0.03, (reps, 3, 1)) + rng.normal(0, 0.1, (reps, 1, 64)) + rng.normal(0, 0.2, (reps, 3, 64))
+    yield "kl/kl_k1", 0.05, *crossed_interval(kl)[1:], kl.mean(axis=-1)
+    wins = _tables(rng, reps, 3, 0.3, mu=5.0)
+    yield "win_rate/win_rate_vs_start", _truth(0.3, 5.0), *crossed_interval(wins)[1:], wins.mean(axis=-1)
+    logit = special.logit(0.97)
+    x, w = np.polynomial.hermite_e.hermegauss(80)
+    truth = float((special.expit(logit + 0.5 * x) * w).sum() / w.sum())
+    accuracy = rng.binomial(300, special.expit(logit + rng.normal(0, 0.5, (reps, 3)))) / 300
+    bounds = np.array([seed_interval(row)[1:] for row in accuracy])
+    yield "lm_eval/sandbox_knowledge/acc", truth, bounds[:, 0], bounds[:, 1], accuracy
+
+
+def test_cutting_intervals_to_the_range_keeps_their_coverage_at_the_edge():
+    """Near the edge of a bounded quantity the symmetric intervals cross it (the KL's lower end is
+    below 0 in about two thirds of the draws, the win rate's upper end above 1 in about half), and
+    cut to the range they cover as often as before (0.94-0.96 in these draws) and are shorter."""
+    rng = np.random.default_rng(17)
+    for key, truth, low, high, values in _edge_cases(rng, 2000):
+        bounds = metric_range(key, values.ravel())
+        assert bounds != UNBOUNDED, key
+        cut_low, cut_high = clip_to_range(low, high, bounds)
+        assert ((low < bounds[0]) | (high > bounds[1])).mean() > 0.25, key  # the edge is really crossed
+        assert _coverage(truth, cut_low, cut_high) >= _coverage(truth, low, high), key
+        assert _coverage(truth, cut_low, cut_high) >= 0.93, key
+        assert (cut_high - cut_low).mean() < (high - low).mean(), key

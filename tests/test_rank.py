@@ -11,8 +11,9 @@ two seeds, ipo and simpo with one seed each. Headline numbers per run (value [ci
     simpo  0     0.75 [0.70, 0.80]  1.5, no CI, stderr 0.1   5.0     150    0
 
 dpo, two seeds: t-interval, mean ± t(0.975, 1)·sd/√2, and for two values sd/√2 = |a − b|/2:
-    win rate 0.65 ± 12.7062·0.05 = [0.01469, 1.28531]; reward 1.1 ± 12.7062·0.1 = [−0.17062, 2.37062];
-    KL 6.0 ± 12.7062·1.0.
+    win rate 0.65 ± 12.7062·0.05 = [0.01469, 1.28531], cut to the win rate's range [0, 1]:
+    [0.01469, 1]; reward 1.1 ± 12.7062·0.1 = [−0.17062, 2.37062] (unbounded: not cut);
+    KL 6.0 ± 12.7062·1.0 = [−6.7062, 18.7062], cut at 0: [0, 18.7062].
 simpo, one seed without a CI: 1.5 ± 1.95996·0.1 = [1.30400, 1.69600].
 
 Ranks (no samples: 1 + the number of entries whose CI lies entirely above, on the gold reward,
@@ -209,9 +210,10 @@ def test_leaderboard_values_and_cis_match_hand_computation(metrics):
     assert dpo["n_seeds"] == 2
     assert dpo[WIN_RATE] == pytest.approx(0.65)
     assert dpo[WIN_RATE + ":ci_low"] == pytest.approx(0.65 - T975_1 * 0.05)
-    assert dpo[WIN_RATE + ":ci_high"] == pytest.approx(0.65 + T975_1 * 0.05)
-    assert dpo[REWARD + ":ci_low"] == pytest.approx(1.1 - T975_1 * 0.1)
+    assert dpo[WIN_RATE + ":ci_high"] == 1.0  # 0.65 + T975_1 * 0.05 = 1.285, cut to the range
+    assert dpo[REWARD + ":ci_low"] == pytest.approx(1.1 - T975_1 * 0.1)  # unbounded: below 0 stays
     assert dpo[KL] == pytest.approx(6.0)
+    assert dpo[KL + ":ci_low"] == 0.0  # 6.0 - T975_1 * 1.0 = -6.7, cut at 0
     assert dpo[KL + ":ci_high"] == pytest.approx(6.0 + T975_1 * 1.0)
     # one seed: the run's own CI, else value ± z·stderr
     assert (board.loc["ipo", WIN_RATE + ":ci_low"], board.loc["ipo", WIN_RATE + ":ci_high"]) == pytest.approx((0.5, 0.6))
@@ -271,7 +273,7 @@ def test_format_leaderboard_lists_every_entry(metrics):
     text = format_leaderboard(leaderboard(metrics))
     for entry in ("simpo", "dpo", "ipo", "start"):
         assert entry in text
-    assert "0.65 [0.0147, 1.29]" in text
+    assert "0.65 [0.0147, 1]" in text  # dpo's win rate, cut at 1
 
 
 # --------------------------------------------------------------------------- statistics
@@ -450,3 +452,95 @@ def test_compute_table_means_over_seeds(metrics):
     assert table.loc["simpo", "reference_tokens"] == 0
     assert table.loc["dpo", "peak_memory_mb"] == pytest.approx(100.0)
     assert {"flops_generation", "generated_tokens", "eval_seconds", "mfu"} <= set(table.columns)
+
+
+# --------------------------------------------------------------------------- intervals cut to the range
+
+KL_K1 = "kl/kl_k1"
+FLUENT = "lm_eval/sandbox_fluency/fluent"
+PERPLEXITY = "lm_eval/sandbox_grammar_ppl/word_perplexity"
+EDGE_KEYS = [REWARD, WIN_RATE, KL, KL_K3, KL_K1, FLUENT, PERPLEXITY]
+
+
+def _edge_suite(samples: bool = False) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """(metrics, samples) of entries near the edges of their metrics' ranges. "near", three seeds
+    (value per seed; no stored CI, so the t interval over seeds):
+
+        KL exact / k3   0.01, 0.05, 0.30    t interval: 0.12 ± 4.3027·0.1550/√3 = [−0.265, 0.505]
+        KL k1          −0.02, 0.05, 0.20    0.0767 ± 0.2789 = [−0.202, 0.356]
+        win rate        0.90, 0.99, 1.00    0.9633 ± 0.1368 = [0.827, 1.100]
+        fluent          0.85, 0.93, 0.98    0.92 ± 0.1630 = [0.757, 1.083] (the insights table's case)
+        gold reward     0.10, −0.50, 0.60   unbounded: [−0.91, 1.051] stays
+        perplexity      1.1, 1.5, 9.0       unbounded here: its lower end below 0 stays
+
+    "single", one seed: KL 0.02 with stderr 0.05 and no CI: 0.02 ± 1.96·0.05 = [−0.078, 0.118]; its
+    stored win-rate CI [0.97, 1.02] (a normal interval from an evaluator) is cut at 1 as well.
+    With `samples`: 3 (resp. 1) seeds × 8 prompts × 2 samples of k1 ~ N(0.02, 0.3²), exact KL
+    |N(0, 0.03²)|, outcomes 1 with probability 0.97 else 0 (seeded)."""
+    per_seed = {KL: (0.01, 0.05, 0.30), KL_K3: (0.01, 0.05, 0.30), KL_K1: (-0.02, 0.05, 0.20),
+                WIN_RATE: (0.90, 0.99, 1.00), FLUENT: (0.85, 0.93, 0.98), REWARD: (0.10, -0.50, 0.60),
+                PERPLEXITY: (1.1, 1.5, 9.0)}
+    frames = [run_rows("edge", "near", seed, {k: (v[seed], NAN, NAN, NAN) for k, v in per_seed.items()})
+              for seed in range(3)]
+    single = {KL: (0.02, NAN, NAN, 0.05), KL_K3: (0.02, NAN, NAN, 0.05), KL_K1: (0.02, NAN, NAN, 0.05),
+              WIN_RATE: (0.995, 0.97, 1.02, NAN), FLUENT: (0.9, 0.85, 0.95, NAN), REWARD: (0.2, 0.1, 0.3, NAN),
+              PERPLEXITY: (2.0, 1.5, 2.5, NAN)}
+    frames.append(run_rows("edge", "single", 0, single, hparams={"tau": 0.1}))
+    metrics = pd.concat(frames, ignore_index=True)
+    if not samples:
+        return metrics, None
+    rng = np.random.default_rng(3)
+    rows = []
+    for run_id in metrics["run_id"].unique():
+        for prompt in range(8):
+            for sample in range(2):
+                rows.append({"run_id": run_id, "prompt_id": prompt, "sample": sample,
+                             "reward": rng.normal(0.3, 0.5), "outcome": float(rng.random() < 0.97),
+                             "policy_logp": -10.0 + rng.normal(0.02, 0.3), "reference_logp": -10.0,
+                             "token_kl": abs(rng.normal(0, 0.03)), "completion_tokens": 5})
+    return metrics, pd.DataFrame(rows)
+
+
+def _without_the_cut(monkeypatch):
+    monkeypatch.setattr("harness.rank.clip_to_range", lambda low, high, bounds: (low, high))
+
+
+def test_leaderboard_cuts_intervals_to_the_metrics_ranges_only():
+    metrics, _ = _edge_suite()
+    board = leaderboard(metrics, headline=EDGE_KEYS).set_index("entry")
+    near, single = board.loc["near"], board.loc["single"]
+    for key in (KL, KL_K3, KL_K1):
+        assert near[key + ":ci_low"] == 0.0 and single[key + ":ci_low"] == 0.0
+    assert near[KL + ":ci_high"] == pytest.approx(seed_interval([0.01, 0.05, 0.30])[2])
+    assert single[KL + ":ci_high"] == pytest.approx(0.02 + Z975 * 0.05)
+    assert near[WIN_RATE + ":ci_high"] == 1.0 and single[WIN_RATE + ":ci_high"] == 1.0
+    assert near[WIN_RATE + ":ci_low"] == pytest.approx(seed_interval([0.90, 0.99, 1.00])[1])
+    assert (near[FLUENT + ":ci_low"], near[FLUENT + ":ci_high"]) == pytest.approx((0.92 - 0.16297, 1.0), abs=1e-4)
+    # the means stay; unbounded metrics keep their t intervals, below 0 included
+    assert near[KL_K1] == pytest.approx(0.23 / 3) and near[WIN_RATE] == pytest.approx(2.89 / 3)
+    for key, values in ((REWARD, [0.10, -0.50, 0.60]), (PERPLEXITY, [1.1, 1.5, 9.0])):
+        assert (near[key], near[key + ":ci_low"], near[key + ":ci_high"]) == pytest.approx(seed_interval(values))
+    assert near[PERPLEXITY + ":ci_low"] < 0 and near[REWARD + ":ci_low"] < 0
+    assert "0.92 [0.757, 1]" in format_leaderboard(board.reset_index(), EDGE_KEYS)
+
+
+def test_crossed_intervals_are_cut_and_ranks_and_tests_do_not_move(monkeypatch):
+    """With samples (the crossed intervals; one seed: the t over prompts) every KL interval stays
+    at or above 0 and every win-rate interval within [0, 1], where uncut they cross the edges;
+    means, ranks, frontier and the paired tests are the same with and without the cut."""
+    metrics, samples = _edge_suite(samples=True)
+    cut = leaderboard(metrics, headline=EDGE_KEYS, samples=samples)
+    tests = paired_tests(metrics, samples)
+    _without_the_cut(monkeypatch)
+    uncut = leaderboard(metrics, headline=EDGE_KEYS, samples=samples)
+    assert set(cut[KL_K1 + ":ci_kind"]) == {"seeds × prompts (crossed t)", "prompts (one seed, t)"}
+    assert (uncut[KL_K1 + ":ci_low"] < 0).all() and (uncut[WIN_RATE + ":ci_high"] > 1).any()
+    assert (cut[[KL + ":ci_low", KL_K3 + ":ci_low", KL_K1 + ":ci_low"]] >= 0).all().all()
+    assert ((cut[WIN_RATE + ":ci_low"] >= 0) & (cut[WIN_RATE + ":ci_high"] <= 1)).all()
+    for key in EDGE_KEYS:
+        pd.testing.assert_series_equal(cut[key], uncut[key])
+    pd.testing.assert_frame_equal(cut[[REWARD + ":ci_low", REWARD + ":ci_high"]],
+                                  uncut[[REWARD + ":ci_low", REWARD + ":ci_high"]])
+    columns = ["entry", "rank", "rank_basis", "beats", "beaten_by", "frontier", "within_budget"]
+    pd.testing.assert_frame_equal(cut[columns], uncut[columns])
+    pd.testing.assert_frame_equal(tests, paired_tests(metrics, samples))

@@ -50,7 +50,7 @@ def test_leaderboard_table_shows_cis_and_compute(report):
     table = report[report.index("<h2>Leaderboard</h2>"):report.index("<h2>Reward vs KL</h2>")]
     assert 'class="sortable"' in table
     assert "0.75 [0.7, 0.8]" in table  # simpo's win rate, its own CI (one seed)
-    assert "0.65 [0.0147, 1.29]" in table  # dpo's: a t-interval over 2 seeds
+    assert "0.65 [0.0147, 1]" in table  # dpo's: a t-interval over 2 seeds (0.0147 to 1.29), cut at 1
     for heading in ("FLOPs", "optimizer steps", "train seconds"):
         assert f">{heading}<" in table
     assert ">1e+10<" in table and ">150<" in table
@@ -201,7 +201,8 @@ def test_full_report_has_every_section(full_report):
 
 def test_leaderboard_uses_the_bootstrap_when_samples_exist(full_report):
     assert "crossed random effects" in full_report and "covers the mean over the populations of seeds and prompts" in full_report
-    assert "0.65 [0.0147, 1.29]" not in _section(full_report, "Leaderboard")  # no longer the t-interval
+    assert "0.65 [0.0147, 1]" not in _section(full_report, "Leaderboard")  # no longer the t-interval
+    assert "Each interval is cut to its metric" in full_report  # the note on ranges (harness.results.ranges)
 
 
 def test_metric_bars_have_error_bars(full_report):

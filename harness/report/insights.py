@@ -93,7 +93,8 @@ INSIGHTS_TEXT = (
     "As in \"Insights into Alignment\" (Saeidi et al. 2024): one table per starting point; each cell is "
     "a category's score, mean [95% CI] over seeds, and below it the alignment tax, the change from "
     "that starting model's own score on the same items (negative: the method cost that capability). "
-    "The tax's interval is the method's interval shifted by the start's score. Win rate against the "
+    "The tax's interval is the method's interval shifted by the start's score; a score's interval is cut "
+    "to [0, 1] where the metric is a proportion. Win rate against the "
     "starting model and KL to it beside."
 )
 

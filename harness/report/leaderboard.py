@@ -16,6 +16,7 @@ from harness.rank import RANK_RULE, kl_key, leaderboard, reward_key
 from harness.report.html import esc, page, write_atomic
 from harness.report.suite import SAMPLE_COLUMNS, board_table, headline_text, suite_summary, write_suite_report
 from harness.results import ResultStore
+from harness.results.ranges import RANGE_NOTE
 
 
 def stored_suites(results_root: Path) -> list[str]:
@@ -54,7 +55,7 @@ def write_leaderboard(results_root: Path, reports_root: Path, *, suite_reports: 
         ]
     rule = RANK_RULE.format(reward="the suite's reward", test="seed-aware paired tests, Holm-corrected; without "
                             "per-sample tables, non-overlapping CIs")
-    sections.append(f'<p class="muted">Rank: {esc(rule)}. Intervals are 95%.</p>')
+    sections.append(f'<p class="muted">Rank: {esc(rule)}. Intervals are 95%. {esc(RANGE_NOTE)}</p>')
     html = page("harness leaderboard", "\n".join(sections), plotly=False)
     return write_atomic(Path(reports_root) / "index.html", html)
 

@@ -58,6 +58,7 @@ from harness.report.sections import (
     tasks_table,
 )
 from harness.results import ResultStore, method_cards
+from harness.results.ranges import RANGE_NOTE
 
 # The sample columns the statistics read (not the texts, which can be large).
 SAMPLE_COLUMNS = ["run_id", "prompt_id", "sample", "reward", "outcome", "policy_logp", "reference_logp",
@@ -217,7 +218,7 @@ def interval_text(board: pd.DataFrame) -> str:
         parts.append("without samples, a t-interval over the per-seed means (these prompts)")
     if "run CI" in kinds:
         parts.append("otherwise, with one seed, the evaluator's bootstrap CI over prompts")
-    return ("Intervals are 95%: " + "; ".join(parts) + ".") if parts else ""
+    return ("Intervals are 95%: " + "; ".join(parts) + ". " + RANGE_NOTE) if parts else ""
 
 
 def method_text(reward: str, kl: str = "KL (exact, per token)") -> str:
