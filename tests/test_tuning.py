@@ -34,14 +34,19 @@ def _table(root: Path, name: str = "tuned") -> pd.DataFrame:
     return pd.read_parquet(root / "results" / name / "tuning" / "trials.parquet")
 
 
+def tune_once(tmp_path_factory, name: str, text: str) -> tuple[Path, Path]:
+    """A suite written to a fresh folder and run (tuned) there: (the folder, the suite file)."""
+    root = tmp_path_factory.mktemp(name)
+    suite = root / f"{name}.yaml"
+    suite.write_text(text)
+    assert _run(suite, root) == 0
+    return root, suite
+
+
 @pytest.fixture(scope="module")
 def tuned(tmp_path_factory, harness_cache):
     """The tiny suite tuned once: dpo and ipo, three quasi-random trials each."""
-    root = tmp_path_factory.mktemp("tuned")
-    suite = root / "tuned.yaml"
-    suite.write_text(tuned_suite_text())
-    assert _run(suite, root) == 0
-    return root, suite
+    return tune_once(tmp_path_factory, "tuned", tuned_suite_text())
 
 
 def _selection_view(table: pd.DataFrame) -> pd.DataFrame:

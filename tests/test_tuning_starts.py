@@ -18,7 +18,7 @@ import yaml
 from harness.cli import main
 from harness.results import ResultStore
 from harness.suite import SANDBOX_VERSION
-from tests.test_tuning import _run, _table, tuned_suite_text
+from tests.test_tuning import _table, tune_once, tuned_suite_text
 
 ROOT = Path(__file__).resolve().parents[1]
 TRIALS = 2
@@ -40,11 +40,7 @@ def two_start_text() -> str:
 @pytest.fixture(scope="module")
 def starts(tmp_path_factory, harness_cache):
     """The tiny suite tuned from two starting points (sft, base): dpo, two quasi-random trials each."""
-    root = tmp_path_factory.mktemp("starts")
-    suite = root / "starts.yaml"
-    suite.write_text(two_start_text())
-    assert _run(suite, root) == 0
-    return root, suite
+    return tune_once(tmp_path_factory, "starts", two_start_text())
 
 
 # --------------------------------------------------------------------------- one start: nothing moves
