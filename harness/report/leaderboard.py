@@ -13,7 +13,7 @@ import pandas as pd
 from harness.errors import HarnessError
 from harness.names import is_name
 from harness.rank import RANK_RULE, kl_key, reward_key
-from harness.report.html import esc, page, write_atomic
+from harness.report.html import esc, page, write_page
 from harness.report.suite import board_table, headline_text, read_stored_suite, suite_summary, write_suite_report
 from harness.results import ResultStore
 from harness.results.ranges import RANGE_NOTE
@@ -55,7 +55,7 @@ def write_leaderboard(results_root: Path, reports_root: Path, *, suite_reports: 
                             "per-sample tables, non-overlapping CIs")
     sections.append(f'<p class="muted">Rank: {esc(rule)}. Intervals are 95%. {esc(RANGE_NOTE)}</p>')
     html = page("harness leaderboard", "\n".join(sections), plotly=False)
-    return write_atomic(Path(reports_root) / "index.html", html)
+    return write_page(Path(reports_root) / "index.html", html)
 
 
 def suite_table(board: pd.DataFrame, suite: str) -> str:

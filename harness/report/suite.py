@@ -45,7 +45,7 @@ from harness.report.figures import (
     training_figure,
     win_rate_heatmap,
 )
-from harness.report.html import Cell, esc, figure_div, number_cell, page, sort_key, table, write_atomic
+from harness.report.html import Cell, esc, figure_div, number_cell, page, sort_key, table, write_page
 from harness.report.insights import INSIGHTS_TEXT, insights_frame, insights_tables
 from harness.report.reproducibility import reproducibility_html
 from harness.report.tuning import TuningData, read_tuning, tuning_sections
@@ -119,7 +119,7 @@ def write_suite_report(results_root: Path, suite: str, out_path: Path) -> Path:
     tuning = read_tuning(results_root, suite, stored.metrics, stored.samples)
     html = render_suite_report(stored.metrics, suite, samples=stored.samples, manifests=store.read_manifests(),
                                tuning=tuning, kl_budget=stored.kl_budget)
-    return write_atomic(Path(out_path), html)
+    return write_page(Path(out_path), html)
 
 
 def render_suite_report(
