@@ -67,6 +67,8 @@ def _parser() -> argparse.ArgumentParser:
 
     methods = sub.add_parser("methods", help="list every registered method")
     methods.add_argument("--json", action="store_true", help="print JSON")
+    methods.add_argument("plugins", nargs="*", metavar="PLUGIN",
+                         help="a .py file, module or entry point whose losses to list too (checked as `rank` does)")
 
     sandbox = sub.add_parser("sandbox", help="build or show the offline sandbox world")
     sandbox.add_argument("action", choices=["build", "show"])
@@ -166,17 +168,14 @@ def cmd_run(args) -> int:
 
 
 def _write_report(results: Path, suite_name: str, reports: Path) -> None:
-    from harness.rank import format_leaderboard, leaderboard
+    from harness.rank import format_leaderboard
     from harness.report import write_suite_report
-    from harness.report.suite import SAMPLE_COLUMNS
-    from harness.results import ResultStore
+    from harness.report.suite import read_stored_suite
 
-    store = ResultStore(results, suite_name)
-    metrics = store.read_metrics()
-    if metrics.empty:
+    stored = read_stored_suite(results, suite_name)
+    if stored.metrics.empty:
         return
-    samples = store.read_samples(columns=SAMPLE_COLUMNS)
-    print(format_leaderboard(leaderboard(metrics, samples=samples)))
+    print(format_leaderboard(stored.board()))
     path = write_suite_report(results, suite_name, reports / f"{suite_name}.html")
     print(f"report: {path}")
 
@@ -292,7 +291,9 @@ def cmd_verify(args) -> int:
 
 def cmd_methods(args) -> int:
     from harness.methods import render_methods
+    from harness.plugins import load_plugins
 
+    load_plugins(args.plugins, base=Path.cwd())  # installed entry points too; each loss checked
     print(render_methods(as_json=args.json))
     return 0
 

@@ -10,7 +10,7 @@ import json
 from typing import Any
 
 from harness.losses import LOSSES
-from harness.losses.base import SHARED_SPACE
+from harness.losses.base import DERIVATION_RULE, SHARED_SPACE, derive_space
 from harness.losses.regimes import REGIMES
 
 # Text-table columns: (header, key in describe_methods()'s dicts). `formula` stays in --json: it
@@ -37,13 +37,14 @@ def describe_methods() -> list[dict[str, Any]]:
     methods = []
     for name in LOSSES.names():
         spec = LOSSES.get(name)
+        derived, uncovered = derive_space(spec)
         methods.append(
             {
                 "name": spec.name,
                 "hparams": dict(spec.hparams),
                 "constraints": {key: c.text for key, c in spec.constraints.items()},
-                "search_space": {key: dim.describe() for key, dim in spec.space.items()},
-                "space_text": _space_text(spec.search_space),
+                "search_space": {key: dim.describe() for key, dim in {**spec.space, **derived}.items()},
+                "space_text": _space_text({**spec.search_space, **derived}, uncovered),
                 "needs": sorted(spec.needs),
                 "data": spec.data,
                 "reduction": spec.reduction,
@@ -60,10 +61,11 @@ def describe_methods() -> list[dict[str, Any]]:
     return methods
 
 
-def _space_text(space) -> str:
-    """The loss's own dimensions in one cell, `beta log[0.01, 0.5]`; the shared learning rate is
-    said once, under the table."""
-    return ", ".join(f"{key} {dim.text()}" for key, dim in space.items())
+def _space_text(space, uncovered: list[str]) -> str:
+    """The loss's own (and derived) dimensions in one cell, `beta log[0.01, 0.5]`, and `clip none`
+    for a hyper-parameter a tuned suite could not search; the shared learning rate is said once,
+    under the table."""
+    return ", ".join([*(f"{key} {dim.text()}" for key, dim in space.items()), *(f"{key} none" for key in uncovered)])
 
 
 def _regime_label(name: str) -> str:
@@ -85,7 +87,9 @@ def render_methods(as_json: bool = False) -> str:
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * width for width in widths))
     lines.append(f"\n{len(methods)} methods. Every method's search space also has {_shared_text()}. "
-                 "`harness methods --json` adds formulas, constraints and each range's source.")
+                 "`harness methods --json` adds formulas, constraints and each range's source. A range marked "
+                 f"(derived) is not declared by the loss: {DERIVATION_RULE}; `none`: no rule covers it, so a tuned "
+                 "suite refuses the method until the loss declares search_space= (or tune.space gives a range).")
     return "\n".join(lines)
 
 

@@ -15,7 +15,10 @@ A plugin is Python code whose import registers things with the usual decorators
   point may name a module, or a function `module:register` that is called once.
 
 Every loss a plugin adds is checked against the loss contract (harness.losses.contract) before
-anything runs: a plugin that breaks it ends in one line and exit status 2, and nothing is stored.
+anything runs: a plugin with a fault (a wrong shape, a NaN, no gradient, an impure or
+non-deterministic loss, a default a suite cannot set) ends in one line and exit status 2, and
+nothing is stored. Missing documentation (paper, formula, docstring, search space) is one warning
+line on stderr: the loss runs and is ranked, and a tuned suite derives its missing dimensions.
 """
 
 from __future__ import annotations
@@ -92,20 +95,29 @@ def load_suite_plugins(suite: Any) -> list[str]:
     return load_plugins(getattr(suite, "plugins", ()), base=path.parent, where=f"{path}: plugins")
 
 
-def check_losses(names: Iterable[str]) -> None:
-    """Raise a one-line HarnessError for the first loss among `names` that breaks the contract."""
-    from harness.losses.contract import check_loss_contract
+def check_losses(names: Iterable[str], *, warn: Callable[[str], Any] | None = None) -> None:
+    """Raise a one-line HarnessError for the first loss among `names` with a contract fault; say
+    each one's missing documentation in one warning line through `warn` (default: stderr)."""
+    from harness.losses.contract import contract_findings
 
     for name in names:
         if name in _CHECKED:
             continue
         spec = get_loss(name)
-        problems = check_loss_contract(spec)
-        if problems:
-            extra = len(problems) - 1
+        findings = contract_findings(spec)
+        if findings.faults:
+            extra = len(findings.faults) - 1
             more = f" (and {extra} more problem{'s' if extra > 1 else ''})" if extra else ""
-            raise HarnessError(f"{spec.origin}: loss {name!r} breaks the loss contract: {problems[0]}{more}")
+            raise HarnessError(f"{spec.origin}: loss {name!r} breaks the loss contract: {findings.faults[0]}{more}")
+        if findings.advice:
+            (warn or _warn)(f"{spec.origin}: loss {name!r} is run and ranked, but lacks what the built-in losses "
+                            f"declare (a tuned suite derives a missing search space: `harness methods` shows it): "
+                            f"{'; '.join(findings.advice)}")
         _CHECKED.add(name)
+
+
+def _warn(line: str) -> None:
+    print(f"harness: warning: {line}", file=sys.stderr)
 
 
 # --------------------------------------------------------------------------- loading

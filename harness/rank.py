@@ -56,6 +56,7 @@ from scipy import stats
 
 from harness.intervals import crossed_interval, method_difference, significance_ranks
 from harness.results.ranges import clip_to_range, metric_range
+from harness.suite import DEFAULT_KL_BUDGET  # nats: the ranked entries' exact KL to the reference at most this
 
 WIN_RATE = "win_rate/win_rate_vs_start"
 RANK_RULE = ("an entry's rank is 1 + the number of entries within the KL budget that are significantly better "
@@ -73,7 +74,6 @@ HEADLINE_KEYS = (REWARD, JUDGE_REWARD, LC_WIN_RATE, WIN_RATE, KL_EXACT, KL_K3, K
 START_METHOD = "start"
 COMPUTE_COLUMNS = ("flops_total", "flops_reference", "optimizer_steps", "train_seconds")
 CONFIDENCE = 0.95
-DEFAULT_KL_BUDGET = 10.0  # nats: the ranked entries' exact KL to the reference at most this
 ZERO_TOLERANCE = 1e-9  # relative: differences below it are float-order noise, counted as 0
 
 
@@ -232,6 +232,14 @@ def _run_table(metrics: pd.DataFrame) -> pd.DataFrame:
         c for c in COMPUTE_COLUMNS if c in labelled.columns
     ]
     return labelled.drop_duplicates("run_id")[columns].reset_index(drop=True)
+
+
+def ranking_kl_budget(trials: pd.DataFrame | None) -> float:
+    """The KL budget a suite's entries are ranked within: the one its tuning selected within (the
+    trials table's kl_budget, so selection and ranking agree), else DEFAULT_KL_BUDGET."""
+    if trials is None or trials.empty or "kl_budget" not in trials.columns:
+        return DEFAULT_KL_BUDGET
+    return float(trials["kl_budget"].iloc[0])
 
 
 def leaderboard(

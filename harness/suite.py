@@ -31,6 +31,8 @@ import yaml
 from harness.errors import HarnessError, did_you_mean
 from harness.mix_syntax import parse_mix
 from harness.sampling import sampling_problem
+
+DEFAULT_KL_BUDGET = 10.0  # nats: the ranks' budget (harness.rank), and a tuned suite's by default
 from harness.names import check_name
 from harness.values import Constraint, at_least, check_value, coerce, in_range, non_negative, one_of, positive
 
@@ -154,7 +156,10 @@ class TuneConfig:
     grid_points: int = setting(3, positive())  # grid sampler: points per range dimension (1: the untuned value)
     metric: str = setting("reward")  # "reward" (the suite's reward metric) or "evaluator/metric"
     direction: str = setting("auto", one_of(*DIRECTIONS))  # auto: the metric's own higher_is_better
-    kl_budget: float = setting(math.inf, positive())  # the selected trial's validation KL (the headline KL: exact, else k3) must be <= this
+    # The one KL budget of a tuned suite: selection takes the best trial whose validation KL (the
+    # headline KL: exact, else k3) is within it, and the leaderboard ranks the entries within it
+    # (harness.rank.ranking_kl_budget reads it back from the trials table); inf: select on the metric alone.
+    kl_budget: float = setting(DEFAULT_KL_BUDGET, positive())
     seeds: tuple[int, ...] = ()  # re-runs of the selected setting (and of the defaults); () = the suite's seeds
     validation_prompts: int = setting(0, non_negative())  # prompts selection reads (0: as many as evaluate.prompts)
     space: dict[str, Any] = field(default_factory=dict)

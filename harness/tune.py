@@ -11,6 +11,7 @@ Where everything is stored (all ordinary runs, content-hash ids, reused when sto
     results/<suite>/tuning/trials/      the trials (validation prompts)
     results/<suite>/tuning/defaults/    each method's untuned setting × tune.seeds (test)
     results/<suite>/tuning/trials.parquet   every trial's params, value, KL, compute; the selection
+    results/<suite>/tuning/superseded/  re-runs of an earlier selection (another KL budget or space)
 
 A study (one start's, one method's) is claimed with a lock, so several processes tuning one suite
 (two shells, a job array) share the methods between them; its trials are claimed like any run.
@@ -33,16 +34,16 @@ from harness.plan import RunSpec, method_spec, plan_suite, start_spec
 from harness.plugins import load_suite_plugins
 from harness.rank import START_SEPARATOR, kl_key
 from harness.results import ResultStore
-from harness.results.store import write_frame
+from harness.results.store import trials_table_path, write_frame
 from harness.runner import SuiteOutcome, WorldOnce, run_specs
 from harness.suite import SANDBOX, Suite
 from harness.tuning.check import check_tuning, defaults_suite
 from harness.tuning.sampler import distributions, make_study, proposal, rounded
 from harness.tuning.select import (TRIAL_COLUMNS, direction_of, metric_of, select, selected_params, unmet,
                                    validation_value)
-from harness.tuning.space import LR, MethodSpace
+from harness.tuning.space import LR, MethodSpace, derived_names
 
-TUNING, TRIALS, DEFAULTS = "tuning", "trials", "defaults"
+TUNING, TRIALS, DEFAULTS, SUPERSEDED = "tuning", "trials", "defaults", "superseded"
 
 
 def trials_store(root: Path, suite: str) -> ResultStore:
@@ -51,10 +52,6 @@ def trials_store(root: Path, suite: str) -> ResultStore:
 
 def defaults_store(root: Path, suite: str) -> ResultStore:
     return ResultStore(root, suite).inner(TUNING, DEFAULTS)
-
-
-def trials_table_path(root: Path, suite: str) -> Path:
-    return Path(root) / suite / TUNING / "trials.parquet"
 
 
 @dataclass
@@ -86,10 +83,34 @@ def tune_suite(suite: Suite, results_root: Path, *, log=print) -> TunedOutcome:
                                  world, outcome, log))
         # on record (every start so far) before this start's selected settings re-run
         write_frame(trials_table_path(results_root, suite.name), pd.concat(tables, ignore_index=True))
-        outcome.runs += run_specs(suite, final_specs(suite, tables[-1]), ResultStore(results_root, suite.name), world,
+        finals = final_specs(suite, tables[-1])
+        file_selection(suite, start, finals, results_root, log)
+        outcome.runs += run_specs(suite, finals, ResultStore(results_root, suite.name), world,
                                   log=log, what=f"{_what(suite, start)} selected settings").runs
     table = pd.concat(tables, ignore_index=True)
     return TunedOutcome(outcome, table, unmet(table))
+
+
+def file_selection(suite: Suite, start: Start, finals: list[RunSpec], results_root: Path, log) -> None:
+    """Make results/<suite>/ hold exactly the current selection's re-runs from `start` (the
+    headline ranks every run there): re-runs of an earlier selection (another KL budget, space or
+    trial count) move to results/<suite>/tuning/superseded/, kept but not ranked, and a re-run
+    set aside earlier that is selected again moves back instead of training again."""
+    main = ResultStore(results_root, suite.name)
+    superseded = main.inner(TUNING, SUPERSEDED)
+    for spec in finals:
+        if superseded.has_result(spec.run_id) and not main.has_result(spec.run_id):
+            superseded.move_run(spec.run_id, main)
+    stored = main.read_metrics()
+    keep = {spec.run_id for spec in finals} | {start_spec(suite, start[1]).run_id}
+    methods = {entry.name for entry in suite.methods}
+    mine = stored[(stored["model"] == start[1]) & stored["method"].isin(methods) & ~stored["run_id"].isin(keep)]
+    old = list(dict.fromkeys(mine["run_id"]))
+    if old:
+        log(f"{_what(suite, start)}: {len(old)} stored re-runs of an earlier selection moved to "
+            f"{superseded.folder} (kept, not ranked)")
+    for run_id in old:
+        main.move_run(run_id, superseded)
 
 
 def tune_start(suite: Suite, start: Start, spaces: dict[str, MethodSpace], defaults: list[RunSpec],
@@ -107,8 +128,21 @@ def tune_start(suite: Suite, start: Start, spaces: dict[str, MethodSpace], defau
     kl = kl_key(start_rows)  # the suite's headline KL (exact where computed), which the budget bounds
     records = _tune_methods(suite, start, spaces, (key, kl), direction, trials_store(results_root, suite.name), world,
                             outcome, log)
-    return select(pd.DataFrame(records, columns=[c for c in TRIAL_COLUMNS if c not in ("within_budget", "selected")]),
-                  direction, suite.tune.kl_budget)[list(TRIAL_COLUMNS)]
+    table = select(pd.DataFrame(records, columns=[c for c in TRIAL_COLUMNS if c not in ("within_budget", "selected")]),
+                   direction, suite.tune.kl_budget)[list(TRIAL_COLUMNS)]
+    log(f"{_what(suite, start)}: {_within_text(table, suite.tune.kl_budget)}")
+    return table
+
+
+def _within_text(table: pd.DataFrame, budget: float) -> str:
+    """How many of each method's trials are within the KL budget: the methods with fewer than all
+    by name, and those with none (nothing selected, so not ranked)."""
+    within = table.groupby("method", sort=False)["within_budget"].agg(["sum", "size"])
+    short = [f"{method} {int(r['sum'])}/{int(r['size'])}" for method, r in within.iterrows() if r["sum"] < r["size"]]
+    none = [method for method, r in within.iterrows() if r["sum"] == 0]
+    text = (f"trials within the KL budget of {budget:g} nats: all of them for {len(within) - len(short)} of "
+            f"{len(within)} methods" + (f"; {', '.join(short)}" if short else ""))
+    return text + (f"; none for {', '.join(none)}" if none else "")
 
 
 def final_specs(suite: Suite, table: pd.DataFrame) -> list[RunSpec]:
@@ -175,8 +209,8 @@ def tune_method(suite: Suite, space: MethodSpace, keys: tuple[str, str], directi
             log(f"{study_name(suite, name, space.method)}: trial {number + 1} of {tune.trials}: {_text(params)}")
             outcome.runs += run_specs(suite, [spec], store, world, log=log, announce=False).runs
         record = _record(store, spec, setting, keys, number)
-        records.append({"start": name, "model": model, **record, "metric": keys[0], "kl_metric": keys[1],
-                        "direction": direction, "kl_budget": tune.kl_budget,
+        records.append({"start": name, "model": model, **record, "derived": ",".join(derived_names(space)),
+                        "metric": keys[0], "kl_metric": keys[1], "direction": direction, "kl_budget": tune.kl_budget,
                         "sampler": tune.sampler, "seed": tune.seed, "trials": tune.trials})
         if number < tune.trials - 1:  # no proposal follows the last (and a spent grid would stop the study)
             _tell(study, trial, record["value"])

@@ -39,11 +39,18 @@ def test_report_names_every_method_and_has_the_figures(report):
     assert "<h1>Suite: toy</h1>" in report
 
 
-def test_report_is_self_contained(report):
-    assert not re.search(r"<script[^>]*\bsrc\s*=", report, flags=re.I)  # no external script at all
+def test_report_is_self_contained_with_the_shared_plotly_beside_it(report, tmp_path):
+    from harness.report.html import PLOTLY_BUNDLE
+
+    # one script from outside the page: plotly.js, by a relative name, written beside the page
+    assert re.findall(r"<script[^>]*\bsrc\s*=\s*\"([^\"]+)\"", report, flags=re.I) == [PLOTLY_BUNDLE]
     assert not re.search(r"<link[^>]*\bhref\s*=\s*[\"']?https?:", report, flags=re.I)
-    assert report.count("<script type=\"text/javascript\">/**") == 1  # plotly.js inlined once
-    assert len(report) > 1_000_000  # ... and really there
+    bundle = tmp_path / "reports" / PLOTLY_BUNDLE
+    assert bundle.read_text(encoding="utf-8").startswith("/**") and bundle.stat().st_size > 1_000_000
+    assert "/** @license" not in report and len(report) < 1_000_000  # the page holds its figures only
+    before = bundle.stat().st_mtime_ns
+    write_suite_report(tmp_path / "results", "toy", tmp_path / "reports" / "again.html")
+    assert bundle.stat().st_mtime_ns == before  # written once per plotly version
 
 
 def test_leaderboard_table_shows_cis_and_compute(report):
@@ -106,7 +113,9 @@ def test_write_is_atomic_and_replaces_the_old_page(tmp_path):
     out.write_text("old")
     assert write_suite_report(tmp_path / "results", "toy", out) == out
     assert out.read_text().startswith("<!DOCTYPE html>")
-    assert [p.name for p in out.parent.iterdir()] == ["toy.html"]  # no temp file left behind
+    from harness.report.html import PLOTLY_BUNDLE
+
+    assert sorted(p.name for p in out.parent.iterdir()) == sorted([PLOTLY_BUNDLE, "toy.html"])  # no temp file
 
 
 def test_report_without_training_rows_has_no_curves(tmp_path):

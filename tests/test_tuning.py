@@ -128,8 +128,38 @@ def test_a_kl_budget_no_trial_meets_selects_nothing_and_exits_2(tuned, capsys):
     assert len(err) == 1 and "no trial has validation KL <= 1e-09 for dpo, ipo; nothing selected" in err[0]
     table = _table(root)
     assert not table["selected"].any() and len(table) == 2 * TRIALS  # the trials are kept
+    main_store = ResultStore(root / "results", "tuned")
+    superseded = main_store.inner("tuning", "superseded")
+    assert set(main_store.read_metrics()["method"]) == {"start"}  # the old selection is not ranked...
+    assert set(superseded.read_metrics()["method"]) == {"dpo", "ipo"}  # ...but kept
     assert _run(suite, root) == 0  # and reused: selection is back without training anything
+    assert "done in" not in capsys.readouterr().out
     assert _table(root)["selected"].sum() == 2
+    assert set(main_store.read_metrics()["method"]) == {"start", "dpo", "ipo"} and superseded.run_ids() == []
+
+
+def test_tuning_and_ranking_share_one_kl_budget(tuned):
+    from harness.rank import DEFAULT_KL_BUDGET, ranking_kl_budget
+    from harness.suite import load_suite
+
+    root, suite = tuned
+    assert load_suite(suite).tune.kl_budget == DEFAULT_KL_BUDGET == 10.0
+    table = _table(root)
+    assert set(table["kl_budget"]) == {DEFAULT_KL_BUDGET} and ranking_kl_budget(table) == DEFAULT_KL_BUDGET
+    assert ranking_kl_budget(table.assign(kl_budget=3.5)) == 3.5 and ranking_kl_budget(None) == DEFAULT_KL_BUDGET
+    assert table["within_budget"].equals(table["kl"] <= DEFAULT_KL_BUDGET)
+    html = (root / "reports" / "tuned.html").read_text()
+    assert "KL budget 10 (kl/kl_token_exact)" in html and "Within a KL budget of 10 nats" in html
+    assert "Every method had at least one trial within the KL budget (10)." in html
+
+
+def test_the_report_names_the_methods_with_no_trial_within_the_budget():
+    from harness.report.tuning import budget_note
+
+    trials = pd.DataFrame({"method": ["a", "a", "b"], "within_budget": [True, False, False],
+                           "derived": ["", "", "beta,clip"]})
+    text = budget_note(trials, "10")
+    assert "nothing selected or ranked: b." in text and "b: beta, clip" in text
 
 
 def test_resume_after_a_kill_mid_tuning_runs_only_the_missing_trials(tuned, tmp_path, monkeypatch):
@@ -253,16 +283,24 @@ def test_the_sandbox_validation_prompts_are_disjoint_from_everything_it_holds(tu
 
 # --------------------------------------------------------------------------- add a variant (last: it adds to the store)
 
-def test_rank_tunes_a_plugin_with_the_same_trials_and_ranks_its_selection(tuned, capsys):
+def _rank_plugin(tuned, filename: str, source: str) -> list[str]:
+    """`harness rank` of a plugin file written beside the tuned suite; its log lines."""
     from harness.commands.rank import rank_new_methods
-    from tests.test_plugins import plugin_source
 
     root, suite = tuned
-    (root / "tuned_variant.py").write_text(plugin_source("tuned_hinge"))
+    (root / filename).write_text(source)
     lines: list[str] = []
-    status = rank_new_methods([str(root / "tuned_variant.py")], suite, results_root=root / "results",
+    status = rank_new_methods([str(root / filename)], suite, results_root=root / "results",
                               reports_root=root / "reports", log=lines.append)
     assert status == 0, lines
+    return lines
+
+
+def test_rank_tunes_a_plugin_with_the_same_trials_and_ranks_its_selection(tuned, capsys):
+    from tests.test_plugins import plugin_source
+
+    root, _ = tuned
+    lines = _rank_plugin(tuned, "tuned_variant.py", plugin_source("tuned_hinge"))
     table = _table(root)
     assert table.groupby("method")["trial"].count().to_dict() == {"dpo": TRIALS, "ipo": TRIALS, "tuned_hinge": TRIALS}
     costs = ResultStore(root / "results", "tuned").inner("tuning", "trials").read_metrics().drop_duplicates("run_id")
@@ -271,6 +309,74 @@ def test_rank_tunes_a_plugin_with_the_same_trials_and_ranks_its_selection(tuned,
     trial_lines = [line for line in lines if ": trial " in line]
     assert len(trial_lines) == TRIALS and all(line.startswith("tuned_hinge") for line in trial_lines)  # others reused
     assert any(line.startswith("tuned_hinge (") and ": rank " in line for line in lines), lines
+
+
+def test_a_plugin_without_a_search_space_gets_as_many_trials_as_dpo_over_a_derived_space(tuned):
+    from harness.losses import get_loss
+    from harness.methods import describe_methods
+    from tests.test_plugins import minimal_plugin_source
+
+    root, _ = tuned
+    _rank_plugin(tuned, "plain_variant.py", minimal_plugin_source("plain_tuned"))
+    table = _table(root)
+    counts = table.groupby("method")["trial"].count()
+    assert counts["plain_tuned"] == counts["dpo"] == TRIALS
+    derived = table.groupby("method")["derived"].first().to_dict()
+    assert derived["plain_tuned"] == "beta,clip" and derived["dpo"] == ""
+    params = pd.DataFrame([json.loads(p) for p in table.loc[table["method"] == "plain_tuned", "params"]])
+    assert params["beta"].between(0.01, 1.0).all() and params["clip"].between(0.5, 50.0).all()
+    assert params["beta"].nunique() == TRIALS  # searched, not fixed at the default
+    html = (root / "reports" / "tuned.html").read_text()
+    assert "plain_tuned (derived space)" in html and "plain_tuned: beta, clip" in html
+    listed = {m["name"]: m for m in describe_methods()}["plain_tuned"]
+    assert listed["space_text"] == "beta log[0.01, 1] (derived), clip log[0.5, 50] (derived)"
+    assert listed["search_space"]["beta"]["derived"] is True and get_loss("plain_tuned").search_space == {}
+
+
+def test_a_hyperparameter_no_rule_covers_is_one_line_error_before_any_work(tuned, tmp_path, capsys):
+    from tests.test_plugins import minimal_plugin_source
+
+    root, _ = tuned
+    source = minimal_plugin_source("offset_loss").replace("clip: float = 5.0", "clip: float = 5.0, offset: float = 0.0")
+    (tmp_path / "offset.py").write_text(source)
+    raw = yaml.safe_load(tuned_suite_text("offsets", "[dpo, offset_loss]"))
+    raw["plugins"] = [str(tmp_path / "offset.py")]
+    (tmp_path / "offsets.yaml").write_text(yaml.safe_dump(raw))
+    assert _run(tmp_path / "offsets.yaml", tmp_path) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and err[0].startswith("harness: warning: ")  # the missing space, then the refusal
+    assert "loss 'offset_loss' declares no search space for 'offset' and none can be derived from its default 0.0" in err[1]
+    assert "search_space={'offset': linear_range(low, high, source)}" in err[1]
+    assert not (tmp_path / "results").exists() or not any((tmp_path / "results").rglob("*.parquet"))
+
+
+def test_the_derivation_rule():
+    from harness.losses.base import LossSpec, derive_space, in_range, non_negative, positive
+
+    def loss(*, beta: float = 0.1, weight: float = 0.3, steps: int = 4, flag: bool = True, name: str = "x",
+             offset: float = 0.0, capped: float = 0.4):
+        """A loss for the rule."""
+
+    constraints = {"beta": positive(), "weight": in_range(0.0, 1.0), "offset": non_negative(),
+                   "capped": in_range(0.0, 0.5)}
+    spec = LossSpec("rule", loss, frozenset(), "sum", "p", "f", constraints=constraints)
+    dims, uncovered = derive_space(spec)
+    assert {k: d.text() for k, d in dims.items()} == {
+        "beta": "log[0.01, 1] (derived)",  # a positive default d: log [d/10, 10 d]
+        "weight": "linear[0, 1] (derived)",  # a weight in [0, 1]
+        "steps": "log[1, 40] (derived)",  # an integer's low end at least 1
+        "flag": "choice{False, True} (derived)",  # a bool: both values
+    }
+    assert uncovered == ["offset", "capped"]  # a zero default; a range that leaves the constraint
+    declared = LossSpec("rule2", loss, frozenset(), "sum", "p", "f", constraints=constraints,
+                        search_space={"offset": tuning_dim()})
+    assert "flag" not in derive_space(declared)[0]  # a loss that declares a space chose its switches
+
+
+def tuning_dim():
+    from harness.losses.base import linear_range
+
+    return linear_range(0.0, 1.0, "test")
 
 
 # --------------------------------------------------------------------------- a real dataset's validation split

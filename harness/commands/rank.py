@@ -82,19 +82,17 @@ def _run(suite, results_root: Path, log) -> tuple[Any, list[tuple[str, str]]]:
 
 
 def _print_ranking(results_root: Path, suite: str, new: list[str], log: Callable[[str], Any]) -> None:
-    from harness.rank import (WIN_RATE, format_interval, format_leaderboard, format_value, kl_key, leaderboard,
-                              paired_tests, reward_key)
-    from harness.report.suite import SAMPLE_COLUMNS, label
-    from harness.results import ResultStore
+    from harness.rank import (WIN_RATE, format_interval, format_leaderboard, format_value, kl_key, paired_tests,
+                              reward_key)
+    from harness.report.suite import label, read_stored_suite
 
-    store = ResultStore(results_root, suite)
-    metrics = store.read_metrics()
+    stored = read_stored_suite(results_root, suite)
+    metrics, samples = stored.metrics, stored.samples
     if metrics.empty:
-        raise HarnessError(f"no results found for suite {suite!r} in {store.folder}")
-    samples = store.read_samples(columns=SAMPLE_COLUMNS)
-    board = leaderboard(metrics, samples=samples)
+        raise HarnessError(f"no results found for suite {suite!r} in {Path(results_root) / suite}")
+    board = stored.board()
     log(format_leaderboard(board))
-    tests = paired_tests(metrics, samples) if len(samples) else None
+    tests = paired_tests(metrics, samples) if samples is not None else None
     reward = reward_key(metrics)
     for _, row in board[board["method"].isin(new)].iterrows():
         entry = row["entry"]

@@ -138,6 +138,7 @@ class Dimension:
     high: float | None = None
     choices: tuple[Any, ...] = ()
     relative_to: str | None = None
+    derived: bool = False  # made by DERIVATION_RULE for a loss that declared none (derive_space)
 
     def describe(self) -> dict[str, Any]:
         """A plain, JSON-serializable view (for `harness methods --json` and tuners)."""
@@ -149,6 +150,8 @@ class Dimension:
         if self.relative_to:
             out["relative_to"] = self.relative_to
         out["source"] = self.source
+        if self.derived:
+            out["derived"] = True
         return out
 
     def text(self) -> str:
@@ -157,7 +160,8 @@ class Dimension:
             body = "{" + ", ".join(map(repr, self.choices)) + "}"
         else:
             body = f"[{self.low:g}, {self.high:g}]"
-        return f"{self.scale}{body}" + (f"×{self.relative_to}" if self.relative_to else "")
+        return (f"{self.scale}{body}" + (f"×{self.relative_to}" if self.relative_to else "")
+                + (" (derived)" if self.derived else ""))
 
     def probes(self) -> list[Any]:
         """Values that must all satisfy the hyper-parameter's constraint: the ends, the middle."""
@@ -238,6 +242,59 @@ def unsearched(defaults: Mapping[str, Any], space: Mapping[str, Dimension]) -> l
     Switches between variants (bools, strings) may stay fixed at their defaults."""
     numeric = [k for k, v in defaults.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
     return [k for k in numeric if k not in space]
+
+
+DERIVATION_RULE = (
+    "a bool gets both values (only where the loss declares no search space: a loss that declares one chose "
+    "its switches, as the built-ins do); a number whose constraint is exactly [0, 1] gets linear [0, 1]; any "
+    "other positive default d gets log [d/10, 10d] (an integer's low end at least 1); strings stay at their "
+    "defaults"
+)
+
+
+def derive_space(spec: LossSpec) -> tuple[dict[str, Dimension], list[str]]:
+    """The dimensions a tuner derives for the hyper-parameters `spec` declares no range for, by
+    DERIVATION_RULE (a plugin need not declare a space to be tuned like the built-ins), and the
+    numeric ones no rule covers (a default <= 0 without a [0, 1] constraint, or a derived range
+    that leaves the constraint). Built-in losses declare every numeric dimension, so none is
+    derived for them."""
+    derived: dict[str, Dimension] = {}
+    uncovered: list[str] = []
+    for key, default in spec.hparams.items():
+        if key in spec.search_space or isinstance(default, str):
+            continue
+        if isinstance(default, bool):
+            if not spec.search_space:
+                derived[key] = Dimension("choice", f"derived ({DERIVATION_RULE})", choices=(False, True), derived=True)
+            continue
+        dim = _derived_range(default, spec.constraints.get(key))
+        if dim is None:
+            uncovered.append(key)
+        else:
+            derived[key] = dim
+    return derived, uncovered
+
+
+def _derived_range(default: int | float, constraint: Constraint | None) -> Dimension | None:
+    """DERIVATION_RULE's range for one numeric default, or None when no rule covers it."""
+    source = f"derived ({DERIVATION_RULE})"
+    if constraint is not None and _is_unit_interval(constraint):
+        return Dimension("linear", source, 0.0, 1.0, derived=True)
+    if not default > 0:
+        return None
+    low = max(1, default // 10) if isinstance(default, int) else default / 10
+    dim = Dimension("log", source, float(low), float(default * 10), derived=True)
+    try:
+        check_dimension("derived", dim, constraint)
+    except HarnessError:
+        return None
+    return dim
+
+
+def _is_unit_interval(constraint: Constraint) -> bool:
+    """Whether `constraint` admits exactly [0, 1] (a weight or a probability)."""
+    inside = all(constraint.check(v) for v in (0.0, 0.5, 1.0))
+    return inside and not any(constraint.check(v) for v in (-1e-9, 1.0 + 1e-9))
 
 
 @dataclass(frozen=True)

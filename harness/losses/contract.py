@@ -6,15 +6,21 @@ The checks are those of tests/test_loss_contract.py, run on random inputs that p
 the fields the spec declares (`build_loss_inputs`; the same construction as tests/loss_inputs.py):
 a loss that reads a field it did not declare fails. A loss must
 
-- declare its data shape, paper, formula and a docstring; its defaults satisfy its constraints;
+- declare its data shape; its defaults have a type a suite can set (bool, int, float, str) and
+  satisfy its constraints, and a search space it declares is well formed;
 - return a LossOutput whose `losses` are finite and of shape (B,), also for B = 1;
 - log chosen_rewards, rejected_rewards, reward_margins and reward_accuracies, each a finite,
   detached tensor of shape () or (B,);
 - send a non-zero gradient to the policy's log-probs of each side (of the chosen side only when
   it declares trains_rejected=False, as SFT does), and none to the reference;
-- declare a search space for every numeric hyper-parameter, within its constraints;
 - leave its inputs unmodified and be deterministic;
 - return only the running state it declared.
+
+Those are its *faults*: each makes a number wrong or a run fail, and a plugin with one is refused.
+Beyond them a built-in loss documents itself (`advice`): a paper, a formula, a docstring, and a
+search space for every numeric hyper-parameter. A plugin without them still runs and is ranked
+(one warning line; a tuned suite derives the missing dimensions, harness.losses.base.derive_space);
+the built-ins are held to all of it by `check_loss_contract` in their own tests.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from harness.errors import HarnessError
 from harness.losses.base import LossInputs, LossOutput, LossSpec, NEEDS, unsearched, validate_search_space
 
 BATCH = 4
+SETTABLE_TYPES = (bool, int, float, str)  # what a suite's YAML value can be coerced to (harness.values)
 REQUIRED_METRICS = ("chosen_rewards", "rejected_rewards", "reward_margins", "reward_accuracies")
 
 # LossInputs fields each need makes available, per data shape; "base" is always provided.
@@ -188,18 +195,35 @@ class _Broken(Exception):
     """A check found a problem that makes the later checks meaningless."""
 
 
-def check_loss_contract(spec: LossSpec) -> list[str]:
-    """Every way `spec` breaks the loss contract, as short sentences; [] when it keeps it."""
-    problems: list[str] = []
+@dataclass(frozen=True)
+class ContractFindings:
+    """What the contract check found: `faults` make numbers wrong (a plugin with one is refused),
+    `advice` is documentation a built-in must have and a plugin should (a warning)."""
+
+    faults: list[str]
+    advice: list[str]
+
+
+def contract_findings(spec: LossSpec) -> ContractFindings:
+    """The faults of `spec` (declaration, shapes, finiteness, gradients, purity, state; the checks
+    stop at the first that makes the rest meaningless) and its missing documentation."""
+    faults: list[str] = []
     try:
-        _check_declaration(spec, problems)
-        _check_output(spec, problems)
-        _check_gradients(spec, problems)
-        _check_purity(spec, problems)
-        _check_state(spec, problems)
+        _check_declaration(spec, faults)
+        _check_output(spec, faults)
+        _check_gradients(spec, faults)
+        _check_purity(spec, faults)
+        _check_state(spec, faults)
     except _Broken:
         pass
-    return problems
+    return ContractFindings(faults, _documentation_gaps(spec))
+
+
+def check_loss_contract(spec: LossSpec) -> list[str]:
+    """Every way `spec` breaks the strict contract the built-in losses keep, faults first, as
+    short sentences; [] when it keeps it."""
+    findings = contract_findings(spec)
+    return [*findings.faults, *findings.advice]
 
 
 def _call(spec: LossSpec, inputs: LossInputs, problems: list[str]) -> LossOutput:
@@ -221,11 +245,11 @@ def _check_declaration(spec: LossSpec, problems: list[str]) -> None:
     if spec.data not in ("paired", "unpaired"):
         problems.append(f"data is {spec.data!r}, expected 'paired' or 'unpaired'")
         raise _Broken
-    for what in ("paper", "formula"):
-        if not str(getattr(spec, what) or "").strip():
-            problems.append(f"no {what} declared (give @register_loss(..., {what}=...))")
-    if not spec.doc:
-        problems.append("no docstring (give the paper, the formula and where implementations disagree)")
+    untyped = {key: value for key, value in spec.hparams.items() if not isinstance(value, SETTABLE_TYPES)}
+    if untyped:  # a suite could never set it (harness.values.coerce reads YAML by the default's type)
+        key, value = next(iter(untyped.items()))
+        problems.append(f"hyper-parameter {key!r} defaults to {value!r} ({type(value).__name__}); give a bool, "
+                        "int, float or str default (the suite's values are read with the default's type)")
     try:
         resolved = spec.resolve({})
     except HarnessError as err:
@@ -237,10 +261,19 @@ def _check_declaration(spec: LossSpec, problems: list[str]) -> None:
         validate_search_space(f"loss {spec.name!r}", spec.hparams, spec.constraints, spec.search_space)
     except HarnessError as err:
         problems.append(str(err))
-    gaps = unsearched(spec.hparams, spec.search_space)
-    if gaps:
-        problems.append(f"no search space for {gaps} (give register_loss(..., search_space={{name: "
-                        "log_range(low, high, source)}}))")
+
+
+def _documentation_gaps(spec: LossSpec) -> list[str]:
+    """What a reader of the loss (and a tuner) lacks: paper, formula, docstring, search space."""
+    gaps = [f"no {what} declared (give @register_loss(..., {what}=...))"
+            for what in ("paper", "formula") if not str(getattr(spec, what) or "").strip()]
+    if not spec.doc:
+        gaps.append("no docstring (give the paper, the formula and where implementations disagree)")
+    unsearched_keys = unsearched(spec.hparams, spec.search_space)
+    if unsearched_keys:
+        gaps.append(f"no search space for {unsearched_keys} (give register_loss(..., search_space={{name: "
+                    "log_range(low, high, source)}))")
+    return gaps
 
 
 def _check_output(spec: LossSpec, problems: list[str]) -> None:

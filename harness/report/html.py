@@ -1,7 +1,9 @@
 """HTML building blocks: escaping, tables, figure embedding, the page shell, the atomic write.
 
-A page is self-contained: plotly.js is inlined once in <head> and every figure is a <div> plus an
-inline <script>, so the file opens from file:// with no network. Every string that comes from a
+A page is self-contained with the folder it is written to: plotly.js (4.6 MB) is one shared file
+beside the pages (`PLOTLY_BUNDLE`, named by plotly's version; `write_page` writes it once), loaded
+by a relative <script src>, and every figure is a <div> plus an inline <script>, so a page opens
+from file:// with no network and each page weighs only its own figures. Every string that comes from a
 user (suite, method and hyper-parameter names) goes through `esc`.
 """
 
@@ -15,11 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import plotly
 import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
 from harness.rank import format_value
+
+PLOTLY_BUNDLE = f"plotly-{plotly.__version__}.min.js"  # beside the pages that draw figures
 
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto;
@@ -138,15 +143,33 @@ def figure_div(figure: go.Figure, div_id: str) -> str:
 
 
 def page(title: str, body: str, plotly: bool = True) -> str:
-    """The whole self-contained document: title (escaped here), style, inlined plotly.js (unless
-    the page has no figure), body."""
-    script = f"<script type=\"text/javascript\">{get_plotlyjs()}</script>\n" if plotly else ""
+    """The whole document: title (escaped here), style, the shared plotly.js beside it (unless the
+    page has no figure; `write_page` puts the file there), body."""
+    script = f"<script src=\"{PLOTLY_BUNDLE}\" charset=\"utf-8\"></script>\n" if plotly else ""
     return (
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
         f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>{esc(title)}</title>\n"
         f"<style>{STYLE}</style>\n{script}"
         f"</head>\n<body>\n{body}\n<script>{SORT_SCRIPT}</script>\n</body>\n</html>\n"
     )
+
+
+def write_page(path: Path, text: str) -> Path:
+    """Write a page atomically, and the shared plotly.js beside it when the page loads it and the
+    folder lacks it (a page's figures need nothing else)."""
+    path = Path(path)
+    if f'<script src="{PLOTLY_BUNDLE}"' in text:
+        write_bundle(path.parent)
+    return write_atomic(path, text)
+
+
+def write_bundle(folder: Path) -> Path:
+    """plotly.js as `folder/PLOTLY_BUNDLE`, written once per plotly version (atomic, so a reader
+    never loads half of it)."""
+    path = Path(folder) / PLOTLY_BUNDLE
+    if not path.exists():
+        write_atomic(path, get_plotlyjs())
+    return path
 
 
 def write_atomic(path: Path, text: str) -> Path:

@@ -12,9 +12,9 @@ import pandas as pd
 
 from harness.errors import HarnessError
 from harness.names import is_name
-from harness.rank import RANK_RULE, kl_key, leaderboard, reward_key
-from harness.report.html import esc, page, write_atomic
-from harness.report.suite import SAMPLE_COLUMNS, board_table, headline_text, suite_summary, write_suite_report
+from harness.rank import RANK_RULE, kl_key, reward_key
+from harness.report.html import esc, page, write_page
+from harness.report.suite import board_table, headline_text, read_stored_suite, suite_summary, write_suite_report
 from harness.results import ResultStore
 from harness.results.ranges import RANGE_NOTE
 
@@ -40,24 +40,22 @@ def write_leaderboard(results_root: Path, reports_root: Path, *, suite_reports: 
         "(methods under the same compute budget); click a suite for its full report.</p>",
     ]
     for suite in suites:
-        store = ResultStore(results_root, suite)
-        metrics = store.read_metrics()
-        samples = store.read_samples(columns=SAMPLE_COLUMNS)
-        board = leaderboard(metrics, samples=samples if len(samples) else None)
+        stored = read_stored_suite(results_root, suite)
+        metrics, board = stored.metrics, stored.board()
         if suite_reports:
             write_suite_report(results_root, suite, Path(reports_root) / f"{suite}.html")
         link = quote(f"{suite}.html")
         sections += [
             f'<h2 id="suite-{esc(suite)}"><a href="{esc(link)}">{esc(suite)}</a></h2>',
             f'<p class="muted">{esc(suite_summary(metrics, board))}</p>',
-            f"<p>{esc(headline_text(board, reward_key(metrics), kl_key(metrics)))}</p>",
+            f"<p>{esc(headline_text(board, reward_key(metrics), kl_key(metrics), stored.kl_budget))}</p>",
             suite_table(board, suite),
         ]
     rule = RANK_RULE.format(reward="the suite's reward", test="seed-aware paired tests, Holm-corrected; without "
                             "per-sample tables, non-overlapping CIs")
     sections.append(f'<p class="muted">Rank: {esc(rule)}. Intervals are 95%. {esc(RANGE_NOTE)}</p>')
     html = page("harness leaderboard", "\n".join(sections), plotly=False)
-    return write_atomic(Path(reports_root) / "index.html", html)
+    return write_page(Path(reports_root) / "index.html", html)
 
 
 def suite_table(board: pd.DataFrame, suite: str) -> str:

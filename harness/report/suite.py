@@ -10,6 +10,7 @@ win-rate matrix; compute accounting; the training curves; one card per method.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,7 @@ from harness.rank import (
     kl_key,
     leaderboard,
     paired_tests,
+    ranking_kl_budget,
     reward_key,
     win_rate_matrix,
 )
@@ -43,7 +45,7 @@ from harness.report.figures import (
     training_figure,
     win_rate_heatmap,
 )
-from harness.report.html import Cell, esc, figure_div, number_cell, page, sort_key, table, write_atomic
+from harness.report.html import Cell, esc, figure_div, number_cell, page, sort_key, table, write_page
 from harness.report.insights import INSIGHTS_TEXT, insights_frame, insights_tables
 from harness.report.reproducibility import reproducibility_html
 from harness.report.tuning import TuningData, read_tuning, tuning_sections
@@ -58,6 +60,7 @@ from harness.report.sections import (
     tasks_table,
 )
 from harness.results import ResultStore, method_cards
+from harness.results.store import read_trials_table
 from harness.results.ranges import RANGE_NOTE
 
 # The sample columns the statistics read (not the texts, which can be large).
@@ -81,21 +84,42 @@ def label(key: str) -> str:
     return LABELS.get(key, key)
 
 
+@dataclass
+class StoredSuite:
+    """A suite's stored rows as the leaderboard reads them, and the KL budget it ranks within
+    (the one its tuning selected within: harness.rank.ranking_kl_budget)."""
+
+    metrics: pd.DataFrame
+    samples: pd.DataFrame | None  # None when no run stored per-sample rows
+    kl_budget: float
+
+    def board(self) -> pd.DataFrame:
+        return leaderboard(self.metrics, samples=self.samples, kl_budget=self.kl_budget)
+
+
+def read_stored_suite(results_root: Path, suite: str) -> StoredSuite:
+    """The suite's headline rows (results/<suite>/), per-sample rows and ranking KL budget."""
+    store = ResultStore(results_root, suite)
+    samples = store.read_samples(columns=SAMPLE_COLUMNS)
+    return StoredSuite(store.read_metrics(), samples if len(samples) else None,
+                       ranking_kl_budget(read_trials_table(results_root, suite)))
+
+
 def write_suite_report(results_root: Path, suite: str, out_path: Path) -> Path:
     """Render the suite's stored results as one self-contained HTML file at `out_path` (written
     atomically) and return that path. A suite with no stored run is a HarnessError."""
     store = ResultStore(results_root, suite)
     store.check_intact()  # a damaged run would silently lose its card or its rows
-    metrics = store.read_metrics()
-    if metrics.empty:
+    stored = read_stored_suite(results_root, suite)
+    if stored.metrics.empty:
         raise HarnessError(
             f"no results found for suite {suite!r} in {store.folder}: "
             f"run `harness run suites/{suite}.yaml` first"
         )
-    samples = store.read_samples(columns=SAMPLE_COLUMNS)
-    tuning = read_tuning(results_root, suite, metrics, samples)
-    html = render_suite_report(metrics, suite, samples=samples, manifests=store.read_manifests(), tuning=tuning)
-    return write_atomic(Path(out_path), html)
+    tuning = read_tuning(results_root, suite, stored.metrics, stored.samples)
+    html = render_suite_report(stored.metrics, suite, samples=stored.samples, manifests=store.read_manifests(),
+                               tuning=tuning, kl_budget=stored.kl_budget)
+    return write_page(Path(out_path), html)
 
 
 def render_suite_report(
@@ -104,12 +128,13 @@ def render_suite_report(
     samples: pd.DataFrame | None = None,
     manifests: dict[str, dict] | None = None,
     tuning: TuningData | None = None,
+    kl_budget: float = DEFAULT_KL_BUDGET,
 ) -> str:
     """The HTML page of a suite from its long-format results rows, and optionally its per-sample
     rows (bootstrap CIs, significance, win-rate matrix), run manifests (method cards) and, for a
-    tuned suite, its tuning record (harness.report.tuning)."""
+    tuned suite, its tuning record (harness.report.tuning); entries are ranked within `kl_budget`."""
     samples = samples if samples is not None and len(samples) else None
-    board = leaderboard(metrics, samples=samples)
+    board = leaderboard(metrics, samples=samples, kl_budget=kl_budget)
     reward, kl = reward_key(metrics), kl_key(metrics)
     frontier = set(board.loc[board["frontier"].astype(bool), "entry"]) if "frontier" in board else set()
     colors = entry_colors(list(board["entry"]))
@@ -117,7 +142,7 @@ def render_suite_report(
     sections = [
         f"<h1>Suite: {esc(suite)}</h1>",
         f'<p class="lead">{esc(suite_summary(metrics, board))}</p>',
-        f'<p class="lead">{esc(headline_text(board, reward, kl))}</p>',
+        f'<p class="lead">{esc(headline_text(board, reward, kl, kl_budget))}</p>',
         f"<p>{esc(method_text(label(reward), label(kl)))} {esc(interval_text(board))}</p>",
     ]
     note = reference_free_note(board, metrics)

@@ -20,10 +20,11 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from harness.rank import START_METHOD, format_interval, format_value, leaderboard
+from harness.rank import START_METHOD, format_interval, format_value, leaderboard, ranking_kl_budget
 from harness.report.figures import TEMPLATE
 from harness.report.html import Cell, esc, figure_div, table
 from harness.results import ResultStore
+from harness.results.store import read_trials_table
 
 TUNING_TEXT = (
     "Every method, plugins included, had the same number of trials, each trained with the suite's budget and "
@@ -52,12 +53,12 @@ def read_tuning(results_root: Path, suite: str, metrics: pd.DataFrame,
                 samples: pd.DataFrame | None = None) -> TuningData | None:
     """The suite's tuning record, or None for a suite that was not tuned; `metrics` (and
     `samples`) are the headline's stored rows."""
-    path = Path(results_root) / suite / "tuning" / "trials.parquet"
-    if not path.exists():
+    trials = read_trials_table(results_root, suite)
+    if trials is None:
         return None
     defaults = ResultStore(results_root, suite).inner("tuning", "defaults").read_metrics()
     start_rows = metrics[metrics["method"] == START_METHOD]
-    return TuningData(pd.read_parquet(path), pd.concat([start_rows, defaults], ignore_index=True), metrics,
+    return TuningData(trials, pd.concat([start_rows, defaults], ignore_index=True), metrics,
                       samples if samples is not None and len(samples) else None)
 
 
@@ -82,9 +83,10 @@ def tuning_sections(data: TuningData, tuned_board: pd.DataFrame, reward: str, re
         f"(seed {int(first['seed'])}), {int(first['trials'])} trials per method{' and start' if starts else ''}; "
         f"selection metric {esc(first['metric'])} ({esc(first['direction'])}); KL budget {esc(budget)} "
         f"({esc(first['kl_metric'])}).</p>",
-        *_per_start(starts, lambda s: [rank_change_table(*_boards(data, tuned_board, s), reward, reward_label)]),
+        *_per_start(starts, lambda s: [rank_change_table(*_boards(data, tuned_board, s), reward, reward_label,
+                                                         kl_budget=ranking_kl_budget(trials))]),
         "<h3>Selected hyper-parameters</h3>",
-        *_per_start(starts, lambda s: [selection_table(_of(trials, s))]),
+        *_per_start(starts, lambda s: [selection_table(_of(trials, s)), budget_note(_of(trials, s), budget)]),
     ]
     figures = [(s, sensitivity_figure(_of(trials, s))) for s in starts or [None]]
     figures = [(s, figure) for s, figure in figures if figure is not None]
@@ -122,7 +124,8 @@ def _boards(data: TuningData, tuned_board: pd.DataFrame, start: Start | None) ->
         return data.defaults, tuned_board
     mine = data.tuned[data.tuned["model"] == start[1]]
     samples = data.samples[data.samples["run_id"].isin(mine["run_id"])] if data.samples is not None else None
-    return data.defaults[data.defaults["model"] == start[1]], leaderboard(mine, samples=samples)
+    return (data.defaults[data.defaults["model"] == start[1]],
+            leaderboard(mine, samples=samples, kl_budget=ranking_kl_budget(data.trials)))
 
 
 def tuning_cost(trials: pd.DataFrame) -> pd.DataFrame:
@@ -153,9 +156,11 @@ def _ranks(board: pd.DataFrame) -> pd.DataFrame:
     return methods.groupby("method", sort=False).first()
 
 
-def rank_change_table(defaults: pd.DataFrame, tuned_board: pd.DataFrame, reward: str, reward_label: str) -> str:
-    """Per method: its rank and reward untuned and tuned, and the change of rank (+ = moved up)."""
-    default_board = leaderboard(defaults) if len(defaults) else tuned_board.iloc[0:0]
+def rank_change_table(defaults: pd.DataFrame, tuned_board: pd.DataFrame, reward: str, reward_label: str,
+                      kl_budget: float) -> str:
+    """Per method: its rank and reward untuned and tuned (both ranked within `kl_budget`), and the
+    change of rank (+ = moved up)."""
+    default_board = leaderboard(defaults, kl_budget=kl_budget) if len(defaults) else tuned_board.iloc[0:0]
     before, after = _ranks(default_board), _ranks(tuned_board)
     rows = []
     for method in dict.fromkeys([*after.index, *before.index]):
@@ -183,8 +188,32 @@ def _interval(row, key: str) -> Cell:
     return Cell(format_interval(row[key], row[key + ":ci_low"], row[key + ":ci_high"]), f"{row[key]:+020.6f}")
 
 
+def budget_note(trials: pd.DataFrame, budget: str) -> str:
+    """The methods with no trial within the KL budget (nothing selected, so not ranked), or that
+    every method had one; and which methods' spaces were derived rather than declared."""
+    within = trials.groupby("method", sort=False)["within_budget"].sum()
+    none = [method for method, count in within.items() if count == 0]
+    text = (f"No trial within the KL budget ({budget}), so nothing selected or ranked: {', '.join(none)}."
+            if none else f"Every method had at least one trial within the KL budget ({budget}).")
+    derived = _derived_dimensions(trials)
+    if derived:
+        text += (" Derived search spaces (the loss declares none; harness.losses.base.DERIVATION_RULE): "
+                 + "; ".join(f"{method}: {names}" for method, names in derived.items()) + ".")
+    return f'<p class="muted">{esc(text)}</p>'
+
+
+def _derived_dimensions(trials: pd.DataFrame) -> dict[str, str]:
+    """method -> its derived dimensions ("beta, clip"), for the methods that have any (a table from
+    before the column was written has none)."""
+    if "derived" not in trials.columns:
+        return {}
+    firsts = trials.groupby("method", sort=False)["derived"].first()
+    return {method: names.replace(",", ", ") for method, names in firsts.items() if isinstance(names, str) and names}
+
+
 def selection_table(trials: pd.DataFrame) -> str:
     """Per method: the selected setting, its validation metric and KL, and how many trials met the budget."""
+    derived = _derived_dimensions(trials)
     rows = []
     for method, group in trials.groupby("method", sort=False):
         chosen = group[group["selected"]]
@@ -197,7 +226,8 @@ def selection_table(trials: pd.DataFrame) -> str:
             setting = ", ".join(f"{k}={format_value(v) if isinstance(v, float) else v}"
                                 for k, v in json.loads(row["params"]).items())
             value, kl = format_value(row["value"]), format_value(row["kl"])
-        rows.append(("", [Cell(method, method, True), Cell(setting, setting, True), Cell(value), Cell(kl),
+        name = f"{method} (derived space)" if method in derived else method
+        rows.append(("", [Cell(name, method, True), Cell(setting, setting, True), Cell(value), Cell(kl),
                           Cell(f"{ok} of {len(group)}"), Cell(str(within))]))
     headers = [("method", True), ("selected setting", True), ("validation metric", False), ("validation KL", False),
                ("trials ok", False), ("within KL budget", False)]

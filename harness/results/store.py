@@ -73,6 +73,17 @@ RunLock = Lease  # the older name of a run's claim (owner_is_alive, imported abo
 # --------------------------------------------------------------------------- the store
 
 
+def trials_table_path(root: Path | str, suite: str) -> Path:
+    """Where a tuned suite's trials table lives (written by harness.tune, read by reports and ranks)."""
+    return Path(root) / suite / "tuning" / "trials.parquet"
+
+
+def read_trials_table(root: Path | str, suite: str) -> pd.DataFrame | None:
+    """The suite's stored trials table, or None for a suite that was not tuned."""
+    path = trials_table_path(root, suite)
+    return pd.read_parquet(path) if path.exists() else None
+
+
 class ResultStore:
     """The results folder of one suite."""
 
@@ -254,6 +265,16 @@ class ResultStore:
             if waiting:
                 time.sleep(poll_seconds)
             pending = waiting
+
+    def move_run(self, run_id: str, to: ResultStore) -> None:
+        """Move a finished run's files into the store `to` (kept there, no longer read here): the
+        metrics file first, so this store never lists a run whose other files are gone."""
+        to.folder.mkdir(parents=True, exist_ok=True)
+        for path, target in ((self.metrics_path(run_id), to.metrics_path(run_id)),
+                             (self.samples_path(run_id), to.samples_path(run_id)),
+                             (self.manifest_path(run_id), to.manifest_path(run_id))):
+            if path.exists():  # another process may have moved it already
+                os.replace(path, target)
 
     def _remove_partial_files(self, run_id: str) -> None:
         """Delete temporary files of `run_id` left by a writer that died before its rename (only

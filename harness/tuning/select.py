@@ -7,7 +7,8 @@ split, the test prompts' "eval" rows included, are never read, so no test number
 The trials table (results/<suite>/tuning/trials.parquet) has one row per trial: start (the
 starting point's name, or its model for a plain `model:`), model (the start's), method, trial
 (0-based), run_id, params (JSON: the loss's hyper-parameters and the absolute learning rate),
-value and kl (validation), status (ok | failed), within_budget, selected, and the protocol's
+value and kl (validation), status (ok | failed), within_budget, selected, derived (the method's
+dimensions derived rather than declared, comma-separated: harness.tuning.space), and the protocol's
 settings (metric, kl_metric: the KL the budget bounds, direction, kl_budget, sampler, seed, trials) and each trial's compute
 (flops_total, train_seconds, eval_seconds). A study is one (start, method): each starting point
 tunes every method on its own; a table written before starting points had no start column (one
@@ -25,7 +26,7 @@ from harness.rank import reward_key
 
 VALIDATION = "validation"  # the split of a trial's evaluation rows (harness.plan.VALIDATION)
 TRIAL_COLUMNS = ("start", "model", "method", "trial", "run_id", "params", "value", "kl", "status", "within_budget", "selected",
-                 "metric", "kl_metric", "direction", "kl_budget", "sampler", "seed", "trials", "flops_total", "train_seconds",
+                 "derived", "metric", "kl_metric", "direction", "kl_budget", "sampler", "seed", "trials", "flops_total", "train_seconds",
                  "eval_seconds")
 STUDY = ("start", "method")  # what one study is (one selection each)
 

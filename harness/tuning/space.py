@@ -1,7 +1,10 @@
 """Each method's search space in a tuned suite: the loss's declared space, narrowed by `tune.space`.
 
 The declared space (LossSpec.space: the shared learning rate, then the loss's own dimensions) is
-the default. A suite overrides a dimension per method, or for every method under "*":
+the default; a hyper-parameter the loss gives no range gets one derived by one stated rule
+(harness.losses.base.DERIVATION_RULE; marked "derived" in the trials table and the report), so a
+plugin written without a space still gets the same trials as every built-in. A numeric one that no
+rule covers is refused before anything runs, naming the `search_space=` to add. A suite overrides a dimension per method, or for every method under "*":
 
     tune:
       space:
@@ -23,7 +26,7 @@ from typing import Any
 
 from harness.errors import HarnessError, did_you_mean
 from harness.losses import get_loss
-from harness.losses.base import Dimension, check_dimension, choice, positive
+from harness.losses.base import Dimension, check_dimension, choice, derive_space, positive
 from harness.suite import MethodEntry, Suite
 
 ALL_METHODS = "*"
@@ -44,9 +47,10 @@ def method_space(suite: Suite, entry: MethodEntry) -> MethodSpace:
     """`entry`'s search space under `suite`'s overrides. Raises HarnessError for an override that
     names no dimension, is malformed, or leaves the loss's constraints."""
     loss = get_loss(entry.name, where=f"{suite.path}: methods")
-    space = dict(loss.space)
     own = _overrides(suite, entry.name)
-    overrides = {**{(ALL_METHODS, k): v for k, v in _overrides(suite, ALL_METHODS).items() if k not in own},
+    shared = _overrides(suite, ALL_METHODS)
+    space = {**loss.space, **_derived(suite, loss, overridden={*own, *shared})}
+    overrides = {**{(ALL_METHODS, k): v for k, v in shared.items() if k not in own},
                  **{(entry.name, k): v for k, v in own.items()}}
     for (owner, key), value in overrides.items():
         where = f"{suite.path}: tune.space.{owner}.{key}"
@@ -62,6 +66,28 @@ def method_space(suite: Suite, entry: MethodEntry) -> MethodSpace:
     centre = {key: (1.0 if key == LR else given.get(key, defaults.get(key))) for key in space}
     fixed = {k: v for k, v in given.items() if k not in space}
     return MethodSpace(entry.name, space, centre, fixed)
+
+
+def _derived(suite: Suite, loss, overridden: set[str]) -> dict[str, Dimension]:
+    """The loss's derived dimensions; a numeric hyper-parameter no rule covers is a HarnessError
+    unless the suite's tune.space gives it a range (its placeholder is replaced by that override)."""
+    dims, uncovered = derive_space(loss)
+    for key in uncovered:
+        if key in overridden:
+            dims[key] = choice(loss.hparams[key], source="placeholder for the suite's tune.space override")
+    uncovered = [key for key in uncovered if key not in overridden]
+    if uncovered:
+        key, default = uncovered[0], loss.hparams[uncovered[0]]
+        raise HarnessError(
+            f"{suite.path}: tune: {loss.origin}: loss {loss.name!r} declares no search space for {key!r} and none "
+            f"can be derived from its default {default!r}; give register_loss(..., search_space={{{key!r}: "
+            "linear_range(low, high, source)}) or fix it in the suite's tune.space")
+    return dims
+
+
+def derived_names(space: MethodSpace) -> list[str]:
+    """The dimensions of `space` that were derived, not declared (for the trials table)."""
+    return [key for key, dim in space.dimensions.items() if dim.derived]
 
 
 def check_methods(suite: Suite) -> dict[str, MethodSpace]:
