@@ -201,8 +201,8 @@ def _chat_turns(tokenizer, history: list[dict], turns: list[dict]) -> tuple[list
     content and the first token after it, the template's end of turn."""
     messages = list(history) + [{"role": _chat_role(t["role"]), "content": t["content"]} for t in turns]
     full = chat_text(tokenizer, messages)
-    ends = [len(os.path.commonprefix([chat_text(tokenizer, messages[:k]), full])) if k else 0
-            for k in range(len(history), len(messages))] + [len(full)]
+    ends = [_token_boundary(tokenizer, full, len(os.path.commonprefix([chat_text(tokenizer, messages[:k]), full])))
+            if k else 0 for k in range(len(history), len(messages))] + [len(full)]
     head = _text_ids(tokenizer, full[: ends[0]])
     tail: list[int] = []
     segment: list[bool] = []
@@ -218,6 +218,16 @@ def _chat_turns(tokenizer, history: list[dict], turns: list[dict]) -> tuple[list
         tail += header + body + after
         segment += [False] * len(header) + [True] * len(body) + [True] * min(len(after), 1) + [False] * max(len(after) - 1, 0)
     return head, tail, segment
+
+
+def _token_boundary(tokenizer, text: str, at: int) -> int:
+    """`at`, moved back to the start of the special token it falls inside, if any (two renderings
+    may part inside one: Phi-3's "<|endoftext|>" and "<|assistant|>" share "<|")."""
+    for token in {*tokenizer.all_special_tokens, *tokenizer.get_added_vocab()}:
+        for start in range(max(at - len(token) + 1, 0), at):
+            if text.startswith(token, start):
+                return start
+    return at
 
 
 def _chat_role(role: str) -> str:
