@@ -4,6 +4,7 @@ invalid rows and truncation counts. Every file is written by the test; nothing i
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pyarrow as pa
@@ -272,3 +273,27 @@ def test_a_row_mixing_strings_and_messages_is_an_error(tmp_path, tokenizer):
     row = {"prompt": "the sky is", "completion": messages(("assistant", "blue .")), "label": True}
     with pytest.raises(HarnessError, match="row 0: 'prompt' is a str while 'completion' is a list of messages"):
         load_rows(str(write_jsonl(tmp_path / "u.jsonl", [row])), "unpaired", tokenizer=tokenizer, on_invalid="error")
+
+
+def test_malformed_conversations_are_dropped_and_counted(tmp_path, tokenizer):
+    """issue 31: a message without a role, null content, an empty prompt, a string prompt with
+    message completions: each refused with the row and the field, or dropped and counted."""
+    good = {"prompt": messages(("user", "the sky is")), "completion": messages(("assistant", "blue .")), "label": True}
+    bad = [{**good, "prompt": [{"content": "a"}]}, {**good, "completion": [{"role": "assistant", "content": None}]},
+           {**good, "prompt": []}, {**good, "prompt": "the sky is"},
+           {**good, "completion": messages(("assistant", "a"), ("user", "b"))}]
+    path = write_jsonl(tmp_path / "u.jsonl", [good, *bad])
+    with pytest.warns(UserWarning, match=r"dropped 5 of 6 rows \(5 malformed\)"):
+        loaded = load_rows(str(path), "unpaired", tokenizer=tokenizer)
+    assert loaded.rows == [{"prompt": good["prompt"], "completion": "blue .", "label": True}]
+    assert loaded.stats.dropped == {"malformed": 5} and loaded.stats.rows_read == 6
+    expected = ["row 1: 'prompt': message 0 has no 'role'", "row 1: 'completion': message 0 (assistant) has content None",
+                "row 1: 'prompt' is an empty list of messages", "row 1: 'prompt' is a str while 'completion' is a list",
+                "row 1: 'completion' must be one assistant message"]
+    for i, text in enumerate(expected):
+        rows = [good, bad[i]]
+        with pytest.raises(HarnessError, match=re.escape(text)):
+            load_rows(str(write_jsonl(tmp_path / f"b{i}.jsonl", rows)), "unpaired", tokenizer=tokenizer, on_invalid="error")
+    mixed = [good, {"prompt": "the sky is", "completion": "blue .", "label": True}]
+    with pytest.raises(HarnessError, match="rows mix strings and message lists"):
+        load_rows(str(write_jsonl(tmp_path / "m.jsonl", mixed)), "unpaired", tokenizer=tokenizer)

@@ -321,11 +321,15 @@ def _conversation(prompt: Any, completions: list, name: str, i: int,
     return messages, [_reply(c, name, i, column) for c, column in zip(completions, columns)]
 
 
+class MissingColumns(HarnessError):
+    """The data has no columns for a shape (a dataset need not have every shape)."""
+
+
 def _require(records: list[dict], name: str, shape: str, columns: tuple[str, ...]) -> None:
     present = set(records[0])
     for column in columns:
         if column not in present:
-            raise HarnessError(
+            raise MissingColumns(
                 f"{name}: {shape} data needs a {column!r} column (columns found: {', '.join(sorted(present)) or 'none'}); "
                 f"accepted formats: {ACCEPTED[shape]}"
             )

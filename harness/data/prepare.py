@@ -27,7 +27,7 @@ from typing import Any
 
 from harness.cache import cached_folder, content_hash
 from harness.data.jsonl import read_jsonl, write_jsonl
-from harness.data.loading import LoadedRows, load_rows, read_records
+from harness.data.loading import LoadedRows, MissingColumns, load_rows, read_records
 from harness.data.tokenize import Prompt, distinct_prompts, prompt_key
 from harness.errors import HarnessError
 from harness.suite import DataConfig
@@ -123,8 +123,10 @@ def _load_all(source: str, data: DataConfig, tokenizer, max_length: int, where: 
                 max_prompt_length=data.max_prompt_length or None, on_invalid=data.on_invalid,
                 records=splits[getattr(data, split_attr)],
             )
-        except HarnessError as err:  # a shape the data does not have (no such columns): no file
+        except MissingColumns as err:  # a shape the data does not have: no file (bad rows are errors)
             errors[name] = err
+        except HarnessError as err:
+            raise HarnessError(f"{where}: dataset: {err}") from None
     for names in NEEDED:
         if not any(name in loaded for name in names):
             raise HarnessError(f"{where}: dataset: {errors[names[0]]}")
