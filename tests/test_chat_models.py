@@ -273,3 +273,36 @@ def test_one_training_step_of_each_data_shape(family, tmp_path, harness_cache):
         assert result.accounting.optimizer_steps == 1, method
         changed = any(not torch.equal(a, b) for a, b in zip(trained.parameters(), world.start_model.parameters()))
         assert changed, method
+
+
+def test_a_chat_suite_stores_the_conversations_and_rescores_them_alike(tmp_path, harness_cache):
+    """A Qwen2 policy judged by a Llama-3 reward model: the samples table keeps each prompt's
+    messages, completions without the policy's end of turn, and whether each was truncated;
+    rescoring from the table (the reward model reading the messages again) gives the same rewards."""
+    import pandas as pd
+
+    from harness.cli import main
+    from harness.evaluate.rescore import rescore_suite
+
+    policy, rm = cm.save("qwen2", tmp_path / "policy"), cm.save("llama3", tmp_path / "rm", reward=True)
+    path = tmp_path / "chat.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "chat", "model": str(policy), "dataset": str(_dataset(tmp_path / "data", "qwen2")),
+        "methods": ["dpo"], "budget": {"kind": "steps", "value": 1},
+        "train": {"batch_size": 4, "lr": 1e-3, "max_length": 128, "log_every": 1},
+        "evaluate": {"prompts": 2, "samples_per_prompt": 2, "max_new_tokens": 6, "bootstrap": 50,
+                     "reward_model": str(rm)},
+    }))
+    results = tmp_path / "results"
+    assert main(["run", str(path), "--results", str(results), "--no-report"]) == 0
+    samples = pd.concat(pd.read_parquet(p) for p in (results / "chat").glob("*.samples.parquet"))
+    first = samples[samples["prompt_id"] == 0].iloc[0]
+    assert [dict(m) for m in first["messages"]] == conversation("qwen2")[:-1] + [
+        {"role": "user", "content": f"{QUESTION} 0"}]
+    assert first["prompt"].endswith("<|im_start|>assistant\n")  # the text the policy read
+    assert not samples["completion"].str.contains("<|im_end|>", regex=False).any()
+    assert samples["truncated"].dtype == bool
+    before = samples.sort_values(["run_id", "prompt_id", "sample"])["reward"].to_numpy()
+    rescore_suite(results, "chat", reward_model=str(rm), log=lambda _: None)
+    again = pd.concat(pd.read_parquet(p) for p in (results / "chat").glob("*.samples.parquet"))
+    assert again.sort_values(["run_id", "prompt_id", "sample"])["reward"].to_numpy() == pytest.approx(before, abs=1e-5)
