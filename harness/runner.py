@@ -624,7 +624,17 @@ def _manifest(spec: RunSpec, world: World) -> dict[str, Any]:
         "truncated_sequences": {shape: data.truncated for shape, data in world._data.items()},
         "sampling": _sampling_record(spec, world), "fingerprint": world.fingerprint(),
         "data_loading": world.data_loading, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **({"lm_eval": _lm_eval_record(spec, world)} if spec.evaluate.lm_eval_tasks else {}),
     }
+
+
+def _lm_eval_record(spec: RunSpec, world: World) -> dict[str, Any]:
+    """How lm-eval prompted the model: the suite's setting and what it resolved to."""
+    from harness.evaluate.lmeval import uses_chat_template
+
+    chat = uses_chat_template(spec.evaluate.lm_eval_chat_template, world.tokenizer)
+    return {"chat_template_setting": spec.evaluate.lm_eval_chat_template, "apply_chat_template": chat,
+            "fewshot_as_multiturn": chat}
 
 
 def _sampling_record(spec: RunSpec, world: World) -> dict[str, Any]:

@@ -306,3 +306,26 @@ def test_a_chat_suite_stores_the_conversations_and_rescores_them_alike(tmp_path,
     rescore_suite(results, "chat", reward_model=str(rm), log=lambda _: None)
     again = pd.concat(pd.read_parquet(p) for p in (results / "chat").glob("*.samples.parquet"))
     assert again.sort_values(["run_id", "prompt_id", "sample"])["reward"].to_numpy() == pytest.approx(before, abs=1e-5)
+
+
+def test_lm_eval_applies_the_chat_template_as_the_leaderboard_does_and_says_so(monkeypatch):
+    """auto: a chat model's prompts through its template, few-shot examples as turns (what the Open
+    LLM Leaderboard does for chat models); plain text for a tokenizer without one; recorded."""
+    import lm_eval
+
+    from harness.evaluate.lmeval import run_lm_eval, uses_chat_template
+    from harness.report.reproducibility import _lm_eval_lines
+
+    chat, plain = cm.tokenizer("qwen2"), cm.tokenizer("qwen2")
+    plain.chat_template = None
+    assert uses_chat_template("auto", chat) and not uses_chat_template("auto", plain)
+    assert not uses_chat_template("plain", chat) and uses_chat_template("chat", chat)
+    with pytest.raises(HarnessError, match="evaluate.lm_eval_chat_template: chat, but .* has no chat template"):
+        uses_chat_template("chat", plain)
+    seen = {}
+    monkeypatch.setattr(lm_eval, "simple_evaluate", lambda **kwargs: seen.update(kwargs) or {})
+    run_lm_eval(cm.model("qwen2"), chat, ["sandbox_grammar_mc"], chat_template=True)
+    assert seen["apply_chat_template"] is True and seen["fewshot_as_multiturn"] is True
+    manifests = {"a": {"lm_eval": {"chat_template_setting": "auto", "apply_chat_template": True}}}
+    assert _lm_eval_lines(manifests) == ["lm-eval prompts: through the start model's chat template, few-shot "
+                                         "examples as turns (evaluate.lm_eval_chat_template: auto; 1 run)."]
