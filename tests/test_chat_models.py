@@ -275,6 +275,36 @@ def test_one_training_step_of_each_data_shape(family, tmp_path, harness_cache):
         assert changed, method
 
 
+def _chat_suite(tmp_path: Path, family: str, reward_family: str) -> tuple[Path, Path]:
+    """A suite training a `family` policy on conversations, judged by a `reward_family` reward model."""
+    policy, rm = cm.save(family, tmp_path / "policy"), cm.save(reward_family, tmp_path / "rm", reward=True)
+    path = tmp_path / "chat.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "chat", "model": str(policy), "dataset": str(_dataset(tmp_path / "data", family)),
+        "methods": ["dpo"], "budget": {"kind": "steps", "value": 1},
+        "train": {"batch_size": 4, "lr": 1e-3, "max_length": 128, "log_every": 1},
+        "evaluate": {"prompts": 2, "samples_per_prompt": 2, "max_new_tokens": 6, "bootstrap": 50,
+                     "reward_model": str(rm)},
+    }))
+    return path, rm
+
+
+def test_plan_shows_what_each_model_reads(tmp_path, harness_cache, capsys):
+    from harness.cli import main
+
+    path, _ = _chat_suite(tmp_path, "qwen2", "llama3")
+    assert main(["plan", str(path), "--show-inputs", "--results", str(tmp_path / "results")]) == 0
+    out = capsys.readouterr().out
+    prompt = ("<|im_start|>system\\nyou are helpful<|im_end|>\\n<|im_start|>user\\nwhat is the capital of france ? 0"
+              "<|im_end|>\\n<|im_start|>assistant\\n")
+    assert f"  prompt:     '{prompt}'" in out and f"Generation prompt (evaluation prompt 0; " in out
+    assert "  completion: 'paris is the capital .<|im_end|>\\n'" in out
+    assert "|[ .]|[<|im_end|>]|[\\n]\n" in out  # the mask covers the reply and its end of turn, once
+    assert "|{ .}|{<|im_end|>}|\\n|<|im_start|>|u|s|er|" in out  # SDPO's segment: agent content and end of turn
+    reward = REWARD_TEXT["llama3"].replace(QUESTION, f"{QUESTION} 0").replace("\n", "\\n")
+    assert f"  '{reward}'" in out.splitlines()
+
+
 def test_a_chat_suite_stores_the_conversations_and_rescores_them_alike(tmp_path, harness_cache):
     """A Qwen2 policy judged by a Llama-3 reward model: the samples table keeps each prompt's
     messages, completions without the policy's end of turn, and whether each was truncated;
@@ -284,15 +314,7 @@ def test_a_chat_suite_stores_the_conversations_and_rescores_them_alike(tmp_path,
     from harness.cli import main
     from harness.evaluate.rescore import rescore_suite
 
-    policy, rm = cm.save("qwen2", tmp_path / "policy"), cm.save("llama3", tmp_path / "rm", reward=True)
-    path = tmp_path / "chat.yaml"
-    path.write_text(yaml.safe_dump({
-        "name": "chat", "model": str(policy), "dataset": str(_dataset(tmp_path / "data", "qwen2")),
-        "methods": ["dpo"], "budget": {"kind": "steps", "value": 1},
-        "train": {"batch_size": 4, "lr": 1e-3, "max_length": 128, "log_every": 1},
-        "evaluate": {"prompts": 2, "samples_per_prompt": 2, "max_new_tokens": 6, "bootstrap": 50,
-                     "reward_model": str(rm)},
-    }))
+    path, rm = _chat_suite(tmp_path, "qwen2", "llama3")
     results = tmp_path / "results"
     assert main(["run", str(path), "--results", str(results), "--no-report"]) == 0
     samples = pd.concat(pd.read_parquet(p) for p in (results / "chat").glob("*.samples.parquet"))
