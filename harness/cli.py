@@ -26,6 +26,9 @@ def _parser() -> argparse.ArgumentParser:
 
     plan = sub.add_parser("plan", help="print the planned runs and their budgets; trains nothing")
     _suite_args(plan)
+    plan.add_argument("--show-inputs", action="store_true",
+                      help="also print what each model reads for one example: a training sequence with its "
+                           "completion mask, a generation prompt and a reward-model input (loads the models)")
 
     report = sub.add_parser("report", help="write reports/<suite>.html from stored results")
     report.add_argument("suite", help="a suite name or suite file")
@@ -203,6 +206,11 @@ def cmd_plan(args) -> int:
               f"{time_text:>15}")
     if not estimates:
         print(plan_estimate_blocker(suite) or "no run trains: nothing to estimate")
+    if args.show_inputs:
+        from harness.commands.inputs import show_inputs
+
+        print()
+        print(show_inputs(suite))
     return 0
 
 

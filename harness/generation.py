@@ -8,10 +8,15 @@ regimes that generate (SPIN) and evaluation. One interface, two backends:
 
 `resolve_backend` is the one place that turns a suite's `evaluate.backend` ("auto",
 "transformers", "vllm") into the backend that runs. Both return the same `Completion`s: prompt
-order, `n` samples per prompt, token ids up to and including the first EOS, and (when asked)
+order, `n` samples per prompt, token ids up to and including the first stop token, and (when asked)
 the per-token log-probs of the sampled tokens under the model itself (temperature 1, no top-p:
 log π(y_t | x, y<t), the quantity every KL and reward estimate uses, not the sampling
 distribution's).
+
+A sample stops at any of the model's end-of-turn ids (`stop_token_ids`: the tokenizer's EOS and
+every id of the checkpoint's generation_config.json `eos_token_id`, which may be a list, as
+Llama-3's `<|eot_id|>` or Qwen's `<|im_end|>`). Its text leaves the stop token out; a sample that
+never stops is `truncated`.
 
 Every sampling parameter is explicit (`SamplingConfig`) and the defaults draw from the model's
 own, untruncated distribution: temperature 1, top_k 0 (off), top_p 1. Both backends get the same
@@ -48,8 +53,9 @@ BACKENDS = ("auto", "transformers", "vllm")
 
 @dataclass(frozen=True)
 class Completion:
-    """One sampled completion: its text, and its token ids including the EOS when one was
-    produced (a sample cut at max_new_tokens has none), as scored by log-prob evaluations.
+    """One sampled completion: its text (without the stop token), and its token ids including the
+    stop token when one was produced (a sample cut at max_new_tokens has none: `truncated`), as
+    scored by log-prob evaluations (the policy's probability of ending its turn is part of it).
     token_logps: log π(token_t | prompt, tokens<t) for each of token_ids, or None when not asked."""
 
     prompt_id: int
@@ -57,6 +63,7 @@ class Completion:
     text: str
     token_ids: tuple[int, ...]
     token_logps: tuple[float, ...] | None = None
+    truncated: bool = False
 
 
 def run_dtype(device: torch.device) -> torch.dtype:
@@ -121,7 +128,15 @@ def sample_completions(
 # transformers
 
 
-def generation_config(config: SamplingConfig, tokenizer) -> GenerationConfig:
+def stop_token_ids(model, tokenizer) -> list[int]:
+    """The ids a sample stops at: the tokenizer's EOS, then every `eos_token_id` of the model's
+    generation_config (an id or a list of them)."""
+    listed = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    listed = [listed] if isinstance(listed, int) else list(listed or [])
+    return list(dict.fromkeys(i for i in [tokenizer.eos_token_id, *listed] if i is not None))
+
+
+def generation_config(config: SamplingConfig, tokenizer, stop_ids: list[int] | None = None) -> GenerationConfig:
     """transformers' GenerationConfig for `config`, every distribution-shaping value explicit.
 
     transformers (5.x, `_prepare_generation_config`) fills each value left None from the model's
@@ -139,7 +154,7 @@ def generation_config(config: SamplingConfig, tokenizer) -> GenerationConfig:
         max_new_tokens=config.max_new_tokens,
         num_return_sequences=config.n,
         pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
+        eos_token_id=stop_ids if stop_ids and len(stop_ids) > 1 else tokenizer.eos_token_id,
         bos_token_id=tokenizer.bos_token_id,
     )
 
@@ -161,7 +176,8 @@ def _without_checkpoint_defaults(model) -> Iterator[None]:
 def _sample_transformers(model, tokenizer, prompts, config: SamplingConfig, *, progress) -> list[Completion]:
     model.eval()
     torch.manual_seed(config.seed)
-    generation = generation_config(config, tokenizer)
+    stops = stop_token_ids(model, tokenizer)
+    generation = generation_config(config, tokenizer, stops)
     out: list[Completion] = []
     starts = range(0, len(prompts), config.batch_size)
     # disable=None: tqdm hides itself when stderr is not a terminal (CI logs stay readable)
@@ -177,9 +193,7 @@ def _sample_transformers(model, tokenizer, prompts, config: SamplingConfig, *, p
         batch: list[Completion] = []
         for row, ids in enumerate(new_tokens):
             prompt_id, sample = start + row // config.n, row % config.n
-            ids = _until_eos(ids, tokenizer.eos_token_id)
-            text = tokenizer.decode(ids, skip_special_tokens=True)
-            batch.append(Completion(prompt_id, sample, text, tuple(ids)))
+            batch.append(_completion(tokenizer, prompt_id, sample, ids, stops))
         if config.logprobs:
             batch = _with_token_logps(model, tokenizer, prompts, batch)
         out += batch
@@ -204,9 +218,15 @@ def _with_token_logps(model, tokenizer, prompts, samples: list[Completion]) -> l
     return out
 
 
-def _until_eos(ids: list[int], eos_id: int) -> list[int]:
-    """The sampled ids up to and including the first EOS (what follows is padding)."""
-    return ids[: ids.index(eos_id) + 1] if eos_id in ids else ids
+def _completion(tokenizer, prompt_id: int, sample: int, ids: list[int], stops: list[int],
+                logps: tuple[float, ...] | None = None) -> Completion:
+    """A sample from its generated ids: up to and including the first stop id (what follows is
+    padding), its text without it; truncated when there is none."""
+    end = next((k for k, token in enumerate(ids) if token in stops), None)
+    kept = ids if end is None else ids[: end + 1]
+    text = tokenizer.decode(kept if end is None else kept[:-1], skip_special_tokens=True)
+    logps = None if logps is None else tuple(logps[: len(kept)])
+    return Completion(prompt_id, sample, text, tuple(kept), logps, truncated=end is None)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -226,7 +246,7 @@ _ENGINES: dict[tuple, Any] = {}
 
 
 def _sample_vllm(model, tokenizer, prompts, config: SamplingConfig, *, progress) -> list[Completion]:
-    eos = tokenizer.eos_token_id
+    stops = stop_token_ids(model, tokenizer)
     engine, max_model_len = _engine_for(model, tokenizer)
     requests = [{"prompt_token_ids": prompt_ids(tokenizer, p)} for p in prompts]
     longest = max((len(r["prompt_token_ids"]) for r in requests), default=0)
@@ -241,22 +261,22 @@ def _sample_vllm(model, tokenizer, prompts, config: SamplingConfig, *, progress)
     # Token ids in and out: the harness tokenizes and decodes (detokenize=False).
     from vllm import SamplingParams
 
-    params = [SamplingParams(**vllm_sampling_kwargs(config, seed=_request_seed(config.seed, i), eos_id=eos),
+    params = [SamplingParams(**vllm_sampling_kwargs(config, seed=_request_seed(config.seed, i), stop_ids=stops),
                              detokenize=False)
               for i in range(len(prompts))]
     outputs = engine.generate(requests, params, use_tqdm=progress is not None)
     out: list[Completion] = []
     for prompt_id, request_output in enumerate(outputs):
         for sample, choice in enumerate(request_output.outputs):
-            ids = _until_eos(list(choice.token_ids), eos)
+            ids = list(choice.token_ids)
             logps = None
             if config.logprobs and choice.logprobs is not None:
                 logps = tuple(float(step[t].logprob) for step, t in zip(choice.logprobs, ids))
-            if choice.finish_reason == "stop" and eos not in ids:
-                ids.append(eos)  # stopped on EOS without reporting it: keep the ids' convention
+            if choice.finish_reason == "stop" and not any(t in stops for t in ids):
+                # stopped on a stop id without reporting it: keep the ids' convention
+                ids.append(choice.stop_reason if isinstance(choice.stop_reason, int) else stops[0])
                 logps = None if logps is None or len(logps) != len(ids) else logps
-            text = tokenizer.decode(ids, skip_special_tokens=True)
-            out.append(Completion(prompt_id, sample, text, tuple(ids), logps))
+            out.append(_completion(tokenizer, prompt_id, sample, ids, stops, logps))
     return out
 
 

@@ -27,6 +27,7 @@ DDP/FSDP wrapper gets the packed rows through its own forward.
 from __future__ import annotations
 
 import functools
+import warnings
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -172,6 +173,7 @@ def _identity(x: Tensor) -> Tensor:
 # The packed body pass (harness.data.packing): shared prompts once, no padding
 
 _PACKING_OK: weakref.WeakKeyDictionary[torch.nn.Module, bool] = weakref.WeakKeyDictionary()
+_PACKING_REFUSED: weakref.WeakKeyDictionary[torch.nn.Module, str] = weakref.WeakKeyDictionary()  # why not
 
 
 def _has_windowed_attention(config) -> bool:
@@ -216,11 +218,33 @@ def _probe_batch(model: torch.nn.Module, device: torch.device) -> tuple[Tensor, 
     return ids.to(device), mask.to(device), completion.to(device)
 
 
+def packing_refusal(model: torch.nn.Module) -> str | None:
+    """Why the packed pass is refused for `model` (None: it packs), checked once per model; the
+    reason is printed (a warning) the first time."""
+    model = _unwrapped(model)
+    if model not in _PACKING_OK:
+        reason = _packing_problem(model)
+        _PACKING_OK[model] = reason is None
+        if reason is not None:
+            _PACKING_REFUSED[model] = reason
+            warnings.warn(f"train.packing: {type(model).__name__} keeps the padded batch: {reason}", stacklevel=2)
+    return _PACKING_REFUSED.get(model)
+
+
 @torch.no_grad()
-def _packing_matches(model: torch.nn.Module, trunk: torch.nn.Module) -> bool:
-    """Whether the packed pass reproduces the padded pass at every real token of a probe batch."""
-    if _has_windowed_attention(model.config) or _packed_mask(model, torch.ones(1, 1, 1, dtype=torch.bool)) is None:
-        return False
+def _packing_problem(model: torch.nn.Module) -> str | None:
+    """What stops the packed pass from reproducing the padded one for `model`, or None."""
+    trunk = getattr(model, "base_model", None)
+    if trunk is None or trunk is model or getattr(model, "get_output_embeddings", None) is None:
+        return f"{type(model).__name__} is not an HF-style causal LM (no base model and output embeddings)"
+    post = [name for name in _LOGIT_POSTPROCESSING if getattr(model.config, name, None)]
+    if post:
+        return f"it post-processes its logits ({', '.join(post)}), so its own full forward runs, padded"
+    if _has_windowed_attention(model.config):
+        return "sliding-window attention layers build their own mask, which the packed 4D mask would replace"
+    if _packed_mask(model, torch.ones(1, 1, 1, dtype=torch.bool)) is None:
+        implementation = getattr(model.config, "_attn_implementation", None)
+        return f"its attention ({implementation}) takes no custom 4D mask (sdpa or eager do)"
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -231,19 +255,17 @@ def _packing_matches(model: torch.nn.Module, trunk: torch.nn.Module) -> bool:
             expected = _final_hidden(trunk, ids, mask)[mask.bool()].float()
             got = _packed_hidden(model, trunk, layout)[layout.index[mask.bool()]].float()
         tolerance = 1e-4 if next(model.parameters()).dtype == torch.float32 else 2e-2
-        return torch.allclose(got, expected, rtol=tolerance, atol=tolerance * expected.abs().max().item())
-    except Exception:  # any surprise from an unusual model means: keep the padded batch
-        return False
+        if torch.allclose(got, expected, rtol=tolerance, atol=tolerance * expected.abs().max().item()):
+            return None
+        return "its packed pass does not reproduce its padded pass on a probe batch"
+    except Exception as err:  # any surprise from an unusual model means: keep the padded batch
+        return f"its packed pass fails on a probe batch ({type(err).__name__})"
     finally:
         model.train(was_training)
 
 
-def _uses_packing(model: torch.nn.Module, trunk: torch.nn.Module, layout: PackedLayout | None) -> bool:
-    if layout is None:
-        return False
-    if model not in _PACKING_OK:
-        _PACKING_OK[model] = _packing_matches(model, trunk)
-    return _PACKING_OK[model]
+def _uses_packing(model: torch.nn.Module, layout: PackedLayout | None) -> bool:
+    return layout is not None and packing_refusal(model) is None
 
 
 def _unwrapped(model: torch.nn.Module) -> torch.nn.Module:
@@ -262,7 +284,7 @@ def _logits_rows(model: torch.nn.Module, input_ids: Tensor, attention_mask: Tens
     """
     inner = _unwrapped(model)
     parts = _trunk_and_head(inner) if inner is not model else None
-    if parts is not None and _uses_packing(inner, parts[0], layout):
+    if parts is not None and _uses_packing(inner, layout):
         logits = model(input_ids=layout.input_ids, attention_mask=_packed_mask(inner, layout.attends()),
                        position_ids=layout.position_ids).logits
         return logits.flatten(0, 1)[layout.index[rows]]
@@ -275,7 +297,7 @@ def _layout(model: torch.nn.Module, input_ids: Tensor, attention_mask: Tensor,
     (None without building one for a model already known not to take packed rows)."""
     inner = _unwrapped(model)
     hidden_size = getattr(getattr(inner, "config", None), "hidden_size", None)
-    if not isinstance(hidden_size, int) or _PACKING_OK.get(inner) is False:
+    if not isinstance(hidden_size, int) or packing_refusal(inner) is not None:
         return None
     return pack_batch(input_ids, attention_mask, completion_mask, hidden_size=hidden_size)
 
@@ -300,7 +322,7 @@ def _completion_rows(
     if parts is None:
         return _logits_rows(model, input_ids, attention_mask, (batch_idx, previous), layout), _identity
     trunk, head = parts
-    if _uses_packing(model, trunk, layout):
+    if _uses_packing(model, layout):
         return _packed_hidden(model, trunk, layout)[layout.index[batch_idx, previous]], head
     return _final_hidden(trunk, input_ids, attention_mask)[batch_idx, previous], head
 

@@ -75,7 +75,7 @@ class RunSpec:
             **({"data": identity_fields(self.data)} if self.dataset != SANDBOX else {}),
             "budget": asdict(self.budget) if self.trains else None,
             "train": identity_fields(self.train) if self.trains else None,
-            "evaluate": asdict(self.evaluate),
+            "evaluate": _evaluate_identity(self.evaluate),
             # absent for test prompts, so the run ids of untuned runs predate tuning
             **({"prompts": self.prompts, "validation": dict(self.validation)} if self.prompts != TEST else {}),
         }
@@ -94,6 +94,15 @@ class RunSpec:
 
     def hparams_json(self) -> str:
         return json.dumps(self.hparams, sort_keys=True)
+
+
+def _evaluate_identity(evaluate) -> dict[str, Any]:
+    """The evaluate section as a run's identity: lm_eval_chat_template only when it is not
+    "auto", so that the run ids of suites that predate it stay what they were."""
+    fields = asdict(evaluate)
+    if fields.get("lm_eval_chat_template") == "auto":
+        del fields["lm_eval_chat_template"]
+    return fields
 
 
 def plan_suite(suite: Suite) -> list[RunSpec]:

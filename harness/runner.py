@@ -21,11 +21,12 @@ from harness import __version__
 from harness.cache import cache_root, content_hash
 from harness.data.batches import TrainData, paired_from_rows, sessions_from_rows, unpaired_from_rows
 from harness.data.jsonl import read_jsonl
+from harness.data.tokenize import prompt_key
 from harness.data.prepare import check_disjoint, prepare_dataset
 from harness.errors import HarnessError, HarnessFault
 from harness.evaluate.implicit import defines_implicit_reward, implicit_reward_accuracies
 from harness.evaluate.policy import Baseline, chosen_from_file, evaluate_policy, make_baseline
-from harness.evaluate.reward_models import RewardModel, load_reward_model
+from harness.evaluate.reward_models import RewardModel, check_reads_conversations, load_reward_model
 from harness.evaluate.stats import bootstrap_mean
 from harness.fingerprint import world_fingerprint
 from harness.generation import prepare_backend, release_engines
@@ -205,6 +206,10 @@ def prepare_world(suite: Suite, model: str | None = None) -> World:
     if validation is not None:
         check_disjoint(validation, prompts[: suite.evaluate.prompts], _training_prompts(files),
                        where=f"{suite.where('tune')}: tune")
+    reward = load_reward_model(suite.evaluate.reward_model, length_weight=config.length_weight,
+                               fluency_weight=config.fluency_weight, device=device,
+                               batch_size=suite.evaluate.reward_batch_size, where=f"{suite.path}: evaluate.reward_model")
+    check_reads_conversations(reward, prompts, where=f"{suite.path}: evaluate.reward_model")
     start_model = frozen_copy(load_policy(start_path, device))
     use_one_thread_for_tiny_models(device, sum(p.numel() for p in start_model.parameters()))
     return World(
@@ -212,9 +217,7 @@ def prepare_world(suite: Suite, model: str | None = None) -> World:
         start_model=start_model, files=files,
         max_length=suite.train.max_length, packing=suite.train.packing,
         eval_prompts=prompts[: suite.evaluate.prompts],
-        reward=load_reward_model(suite.evaluate.reward_model, length_weight=config.length_weight,
-                                 fluency_weight=config.fluency_weight, device=device,
-                                 batch_size=suite.evaluate.reward_batch_size, where=f"{suite.path}: evaluate.reward_model"),
+        reward=reward,
         device=device, data_loading=data_loading, sandbox=config if sandbox else None,
         reward_key=[config.length_weight, config.fluency_weight] if suite.evaluate.reward_model == "gold" else None,
         validation_prompts=validation,
@@ -227,7 +230,7 @@ def _validation_count(suite: Suite) -> int:
 
 def _training_prompts(files: dict[str, Path]) -> set[str]:
     """Every prompt the methods may train on (each training file's prompt column)."""
-    return {row["prompt"] for shape in SANDBOX_TRAIN_FILES if shape in files and files[shape].exists()
+    return {prompt_key(row["prompt"]) for shape in SANDBOX_TRAIN_FILES if shape in files and files[shape].exists()
             for row in read_jsonl(files[shape])}
 
 
@@ -621,7 +624,17 @@ def _manifest(spec: RunSpec, world: World) -> dict[str, Any]:
         "truncated_sequences": {shape: data.truncated for shape, data in world._data.items()},
         "sampling": _sampling_record(spec, world), "fingerprint": world.fingerprint(),
         "data_loading": world.data_loading, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **({"lm_eval": _lm_eval_record(spec, world)} if spec.evaluate.lm_eval_tasks else {}),
     }
+
+
+def _lm_eval_record(spec: RunSpec, world: World) -> dict[str, Any]:
+    """How lm-eval prompted the model: the suite's setting and what it resolved to."""
+    from harness.evaluate.lmeval import uses_chat_template
+
+    chat = uses_chat_template(spec.evaluate.lm_eval_chat_template, world.tokenizer)
+    return {"chat_template_setting": spec.evaluate.lm_eval_chat_template, "apply_chat_template": chat,
+            "fewshot_as_multiturn": chat}
 
 
 def _sampling_record(spec: RunSpec, world: World) -> dict[str, Any]:

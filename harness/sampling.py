@@ -58,16 +58,17 @@ def sampling_fields(config) -> dict:
     return {k: getattr(config, k) for k in ("temperature", "top_k", "top_p", "max_new_tokens")}
 
 
-def vllm_sampling_kwargs(config: SamplingConfig, *, seed: int, eos_id: int) -> dict:
+def vllm_sampling_kwargs(config: SamplingConfig, *, seed: int, stop_ids: list[int]) -> dict:
     """The keyword arguments of vLLM's SamplingParams that sample as `config` does with
     transformers: the same temperature, top-k (vLLM's "off" is -1, where transformers' is 0),
-    top-p and length, and vLLM's other processors at their neutral values."""
+    top-p, length and stop tokens (every end-of-turn id), and vLLM's other processors at their
+    neutral values."""
     sample = config.temperature > 0
     return {
         "n": config.n, "temperature": config.temperature,
         "top_k": config.top_k if sample and config.top_k > 0 else -1,
         "top_p": config.top_p if sample else 1.0,
         "min_p": 0.0, "repetition_penalty": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0,
-        "max_tokens": config.max_new_tokens, "seed": seed, "stop_token_ids": [eos_id],
+        "max_tokens": config.max_new_tokens, "seed": seed, "stop_token_ids": list(stop_ids),
         "logprobs": 0 if config.logprobs else None, "skip_special_tokens": True,
     }

@@ -121,6 +121,8 @@ class EvalConfig:
     lm_eval_limit: int = setting(0, non_negative())  # documents per task (0: all)
     lm_eval_fewshot: int = setting(-1, at_least(-1))  # few-shot examples (-1: each task's own default)
     lm_eval_batch_size: int = setting(8, positive())
+    # lm-eval's prompts (harness.evaluate.lmeval.LM_EVAL_CHAT_TEMPLATE): auto | chat | plain
+    lm_eval_chat_template: str = setting("auto", one_of("auto", "chat", "plain"))
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ invalid rows and truncation counts. Every file is written by the test; nothing i
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pyarrow as pa
@@ -140,15 +141,20 @@ def test_conversational_pairs_use_the_chat_template_as_trl_does(tmp_path, tokeni
     explicit = {"prompt": messages(("user", "what color is the sky ?")),
                 "chosen": messages(("assistant", "blue .")), "rejected": messages(("assistant", "green ."))}
     implicit = {"chosen": explicit["prompt"] + explicit["chosen"], "rejected": explicit["prompt"] + explicit["rejected"]}
-    want = {"prompt": "<|user|> what color is the sky ? </s> <|assistant|> ",
-            "chosen": "blue . </s> ", "rejected": "green . </s> "}
+    """The rows keep the conversation (the prompt's messages, each reply's content); the policy's
+    rendering of them (harness.data.tokenize) is TRL's own."""
+    from harness.data.tokenize import assistant_turn, generation_prompt
+
     for row, form in ((explicit, "explicit"), (implicit, "implicit")):
         loaded = load_rows(str(write_jsonl(tmp_path / f"{form}.jsonl", [row])), "pairs", tokenizer=tokenizer)
-        assert loaded.rows == [want]
+        assert loaded.rows == [{"prompt": explicit["prompt"], "chosen": "blue .", "rejected": "green ."}]
         assert loaded.stats.format == "conversational" and loaded.stats.prompt == form
     from trl.data_utils import apply_chat_template, extract_prompt
 
-    assert apply_chat_template(extract_prompt(implicit), tokenizer) == want  # TRL's own rendering
+    trl = apply_chat_template(extract_prompt(implicit), tokenizer)
+    assert trl == {"prompt": generation_prompt(tokenizer, explicit["prompt"]),
+                   "chosen": assistant_turn(tokenizer, explicit["prompt"], "blue ."),
+                   "rejected": assistant_turn(tokenizer, explicit["prompt"], "green .")}
 
 
 def test_conversational_data_without_a_chat_template_is_an_error(tmp_path):
@@ -166,7 +172,7 @@ def test_unpaired_standard_conversational_and_from_pairs(tmp_path, tokenizer):
     conversational = [{"prompt": messages(("user", "the sky is")), "completion": messages(("assistant", "blue .")),
                        "label": True}]
     loaded = load_rows(str(write_jsonl(tmp_path / "c.jsonl", conversational)), "unpaired", tokenizer=tokenizer)
-    assert loaded.rows == [{"prompt": "<|user|> the sky is </s> <|assistant|> ", "completion": "blue . </s> ", "label": True}]
+    assert loaded.rows == [{"prompt": messages(("user", "the sky is")), "completion": "blue .", "label": True}]
     unpaired = load_rows(str(write_jsonl(tmp_path / "p.jsonl", PAIRS)), "unpaired")
     assert unpaired.stats.converted == "pairs -> unpaired" and len(unpaired.rows) == 4
     assert unpaired.rows[:2] == [
@@ -182,8 +188,7 @@ def test_sft_prompt_completion_messages_and_text(tmp_path, tokenizer):
         {"prompt": "a", "completion": "b"}]
     chat = [{"messages": messages(("user", "a"), ("assistant", "b"), ("user", "c"), ("assistant", "d"))}]
     loaded = load_rows(str(write_jsonl(tmp_path / "m.jsonl", chat)), "sft", tokenizer=tokenizer)
-    assert loaded.rows == [{"prompt": "<|user|> a </s> <|assistant|> b </s> <|user|> c </s> <|assistant|> ",
-                            "completion": "d </s> "}]
+    assert loaded.rows == [{"prompt": chat[0]["messages"][:3], "completion": "d"}]
     text = load_rows(str(write_jsonl(tmp_path / "t.jsonl", [{"text": "a b c"}])), "sft")
     assert text.rows == [{"prompt": "", "completion": "a b c"}] and text.stats.prompt == "none"
 
@@ -194,8 +199,8 @@ def test_sessions_pass_through_with_their_columns(tmp_path):
     loaded = load_rows(str(write_jsonl(tmp_path / "s.jsonl", [row])), "sessions")
     assert loaded.rows == [{**row, "segment_length": 3}]
     bad = {**row, "chosen_turns": "b ."}
-    with pytest.raises(HarnessError, match="'chosen_turns' must be a list of"):
-        load_rows(str(write_jsonl(tmp_path / "b.jsonl", [bad])), "sessions")
+    with pytest.raises(HarnessError, match="row 0: 'chosen_turns' must be a list of"):
+        load_rows(str(write_jsonl(tmp_path / "b.jsonl", [bad])), "sessions", on_invalid="error")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -266,5 +271,29 @@ def test_hub_ids_go_through_load_dataset_with_the_split(monkeypatch):
 
 def test_a_row_mixing_strings_and_messages_is_an_error(tmp_path, tokenizer):
     row = {"prompt": "the sky is", "completion": messages(("assistant", "blue .")), "label": True}
-    with pytest.raises(HarnessError, match="row 0: a conversational row needs its prompt and completions all as lists"):
-        load_rows(str(write_jsonl(tmp_path / "u.jsonl", [row])), "unpaired", tokenizer=tokenizer)
+    with pytest.raises(HarnessError, match="row 0: 'prompt' is a str while 'completion' is a list of messages"):
+        load_rows(str(write_jsonl(tmp_path / "u.jsonl", [row])), "unpaired", tokenizer=tokenizer, on_invalid="error")
+
+
+def test_malformed_conversations_are_dropped_and_counted(tmp_path, tokenizer):
+    """issue 31: a message without a role, null content, an empty prompt, a string prompt with
+    message completions: each refused with the row and the field, or dropped and counted."""
+    good = {"prompt": messages(("user", "the sky is")), "completion": messages(("assistant", "blue .")), "label": True}
+    bad = [{**good, "prompt": [{"content": "a"}]}, {**good, "completion": [{"role": "assistant", "content": None}]},
+           {**good, "prompt": []}, {**good, "prompt": "the sky is"},
+           {**good, "completion": messages(("assistant", "a"), ("user", "b"))}]
+    path = write_jsonl(tmp_path / "u.jsonl", [good, *bad])
+    with pytest.warns(UserWarning, match=r"dropped 5 of 6 rows \(5 malformed\)"):
+        loaded = load_rows(str(path), "unpaired", tokenizer=tokenizer)
+    assert loaded.rows == [{"prompt": good["prompt"], "completion": "blue .", "label": True}]
+    assert loaded.stats.dropped == {"malformed": 5} and loaded.stats.rows_read == 6
+    expected = ["row 1: 'prompt': message 0 has no 'role'", "row 1: 'completion': message 0 (assistant) has content None",
+                "row 1: 'prompt' is an empty list of messages", "row 1: 'prompt' is a str while 'completion' is a list",
+                "row 1: 'completion' must be one assistant message"]
+    for i, text in enumerate(expected):
+        rows = [good, bad[i]]
+        with pytest.raises(HarnessError, match=re.escape(text)):
+            load_rows(str(write_jsonl(tmp_path / f"b{i}.jsonl", rows)), "unpaired", tokenizer=tokenizer, on_invalid="error")
+    mixed = [good, {"prompt": "the sky is", "completion": "blue .", "label": True}]
+    with pytest.raises(HarnessError, match="rows mix strings and message lists"):
+        load_rows(str(write_jsonl(tmp_path / "m.jsonl", mixed)), "unpaired", tokenizer=tokenizer)

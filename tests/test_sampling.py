@@ -134,12 +134,13 @@ def test_transformers_gets_top_k_off_explicitly(random_model):
 def test_vllm_gets_the_same_parameters():
     """The one mapping to vLLM's SamplingParams: top_k 0 (off) is vLLM's -1; the rest as given,
     vLLM's own extra processors neutral."""
-    default = vllm_sampling_kwargs(SamplingConfig(n=3, max_new_tokens=7), seed=5, eos_id=2)
+    default = vllm_sampling_kwargs(SamplingConfig(n=3, max_new_tokens=7), seed=5, stop_ids=[2])
     assert default["top_k"] == -1 and default["top_p"] == 1.0 and default["temperature"] == 1.0
     assert (default["n"], default["max_tokens"], default["seed"], default["stop_token_ids"]) == (3, 7, 5, [2])
     assert default["min_p"] == 0.0 and default["repetition_penalty"] == 1.0
-    truncated = vllm_sampling_kwargs(SamplingConfig(temperature=0.7, top_k=40, top_p=0.9), seed=0, eos_id=2)
+    truncated = vllm_sampling_kwargs(SamplingConfig(temperature=0.7, top_k=40, top_p=0.9), seed=0, stop_ids=[2, 7])
     assert (truncated["temperature"], truncated["top_k"], truncated["top_p"]) == (0.7, 40, 0.9)
+    assert truncated["stop_token_ids"] == [2, 7]  # every end-of-turn id of the model
     assert untruncated(SamplingConfig()) and not untruncated(SamplingConfig(top_k=50))
 
 

@@ -18,9 +18,15 @@ One entry point, `load_rows(source, shape, ...)`, for every source and shape:
               the conversation before it the prompt); or text (an empty prompt).
     sessions: prompt, chosen_turns, rejected_turns (lists of {"role", "content"}); optional
               first_bad_turn, segment_length (the sandbox's sessions files).
-- conversational data is rendered with the tokenizer's chat template as TRL does: the prompt
-  with add_generation_prompt=True (continue_final_message when it ends with an assistant
-  message), each completion as the text the template adds after the prompt.
+- conversational data stays a conversation: the prompt is kept as its list of messages (system
+  messages included), each completion as the assistant reply's text (its content). Each model
+  renders them with its own chat template (harness.data.tokenize for the policy, the reward
+  model's own in harness.evaluate.reward_models). A dataset is conversational or not as a whole
+  (mixing strings and message lists is refused). Each conversational row is checked when read: a
+  message without a role, content that is not a string, an empty prompt, a string prompt with
+  message completions, a completion that is not one assistant message, a conversation the policy's
+  template refuses or renders without one of its messages; such a row is refused with one line
+  naming the file, the row, the field and the fix, or dropped and counted (data.on_invalid).
 
 The rows returned carry the sandbox's column names (harness/sandbox/world.py: DATA_FILES),
 so the trainer consumes sandbox and real data identically. Invalid rows (an empty completion; a
@@ -38,7 +44,6 @@ import re
 import warnings
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from itertools import takewhile
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +112,8 @@ def load_rows(source: str, shape: str, *, tokenizer=None, split: str = "train", 
         raise HarnessError(f"{name}: no rows (split {split!r})")
     standardize = {"pairs": _pairs, "unpaired": _unpaired, "sft": _sft, "sessions": _sessions}[shape]
     rows, reasons = standardize(records, name, tokenizer, stats)
+    if stats.format == "conversational" and tokenizer is not None:
+        reasons = _check_template(rows, reasons, shape, tokenizer, name)
     rows, reasons = _check_lengths(rows, reasons, shape, tokenizer, max_length, max_prompt_length, stats)
     kept = _apply_policy(rows, reasons, name, on_invalid, stats)
     stats.rows = len(kept)
@@ -243,16 +250,86 @@ def _first_line(err: BaseException) -> str:
 # Formats
 
 
+class _Invalid(Exception):
+    """A malformed row: the reason it is counted under, and one line naming the file, the row, the
+    field and the fix (the error under data.on_invalid: error)."""
+
+    def __init__(self, reason: str, line: str):
+        super().__init__(line)
+        self.reason, self.line = reason, line
+
+
 def _is_messages(value: Any) -> bool:
-    """TRL's is_conversational for one value: a list whose first item is a {"role", ...} dict."""
-    return isinstance(value, list) and bool(value) and isinstance(value[0], dict) and "role" in value[0]
+    """Whether a field holds a conversation (a list of messages; checked by `_messages`)."""
+    return isinstance(value, list)
+
+
+def _conversational(records: list[dict], name: str, columns: tuple[str, ...]) -> bool:
+    """Whether the dataset is conversational: every row holds message lists or none does."""
+    kinds = [any(_is_messages(r.get(c)) for c in columns) for r in records]
+    if len(set(kinds)) > 1:
+        text, chat = kinds.index(False), kinds.index(True)
+        raise HarnessError(f"{name}: rows mix strings and message lists (row {text} is text, row {chat} holds "
+                           "{role, content} messages); give every row in one format")
+    return kinds[0]
+
+
+def _messages(value: Any, name: str, i: int, column: str, *, empty_ok: bool = False) -> list[dict[str, str]]:
+    """A field's list of {role, content} messages, each checked (other keys are left out)."""
+    where = f"{name}: row {i}: {column!r}"
+    if not isinstance(value, list):
+        raise _Invalid("malformed", f"{where} must be a list of {{role, content}} messages, not a "
+                                    f"{type(value).__name__}; give every field of a conversational row as messages")
+    if not value and not empty_ok:
+        raise _Invalid("malformed", f"{where} is an empty list of messages; give at least one {{role, content}} message")
+    out = []
+    for k, message in enumerate(value):
+        if not isinstance(message, dict):
+            raise _Invalid("malformed", f"{where}: message {k} is a {type(message).__name__}, not a {{role, content}} object")
+        role, content = message.get("role"), message.get("content")
+        if not isinstance(role, str) or not role:
+            raise _Invalid("malformed", f"{where}: message {k} has no 'role'; give each message a role "
+                                        "(system, user or assistant)")
+        if not isinstance(content, str):
+            raise _Invalid("malformed", f"{where}: message {k} ({role}) has content {content!r}, not a string; "
+                                        "give its text (\"\" for none)")
+        out.append({"role": role, "content": content})
+    return out
+
+
+def _reply(value: Any, name: str, i: int, column: str) -> str:
+    """A completion given as messages: one assistant message, whose content is the completion."""
+    messages = _messages(value, name, i, column)
+    if len(messages) != 1 or messages[0]["role"] != "assistant":
+        roles = ", ".join(m["role"] for m in messages)
+        raise _Invalid("malformed", f"{name}: row {i}: {column!r} must be one assistant message (the reply), not "
+                                    f"messages with roles {roles}; put the conversation before it in 'prompt'")
+    return messages[0]["content"]
+
+
+def _conversation(prompt: Any, completions: list, name: str, i: int,
+                  columns: tuple[str, ...]) -> tuple[list[dict], list[str]]:
+    """A conversational row's prompt messages and its completions' texts, checked."""
+    if not _is_messages(prompt):
+        raise _Invalid("malformed", f"{name}: row {i}: 'prompt' is a {type(prompt).__name__} while {columns[0]!r} "
+                                    "is a list of messages; give the prompt as messages too "
+                                    "([{\"role\": \"user\", \"content\": ...}]) or every field as a string")
+    messages = _messages(prompt, name, i, "prompt")
+    if messages[-1]["role"] == "assistant":
+        raise _Invalid("malformed", f"{name}: row {i}: 'prompt' ends with an assistant message; the completion is "
+                                    "the assistant's reply: end the prompt with the message it answers")
+    return messages, [_reply(c, name, i, column) for c, column in zip(completions, columns)]
+
+
+class MissingColumns(HarnessError):
+    """The data has no columns for a shape (a dataset need not have every shape)."""
 
 
 def _require(records: list[dict], name: str, shape: str, columns: tuple[str, ...]) -> None:
     present = set(records[0])
     for column in columns:
         if column not in present:
-            raise HarnessError(
+            raise MissingColumns(
                 f"{name}: {shape} data needs a {column!r} column (columns found: {', '.join(sorted(present)) or 'none'}); "
                 f"accepted formats: {ACCEPTED[shape]}"
             )
@@ -268,27 +345,25 @@ def _check_text(value: Any, name: str, i: int, column: str) -> None:
                            f"{{role, content}} messages, not {type(value).__name__}")
 
 
-def _chat(tokenizer, messages: list[dict], name: str, **options) -> str:
+def _require_template(tokenizer, name: str) -> None:
     if tokenizer is None or not getattr(tokenizer, "chat_template", None):
         what = "no tokenizer was given" if tokenizer is None else f"tokenizer {tokenizer.name_or_path!r} has none"
         raise HarnessError(f"{name}: conversational data needs a tokenizer with a chat template ({what}); "
                            "use a chat model's tokenizer or standard (string) data")
-    return tokenizer.apply_chat_template(messages, tokenize=False, **options)
 
 
-def _render(tokenizer, prompt: list[dict], completions: list[list[dict]], name: str, i: int = 0) -> tuple[str, list[str]]:
-    """TRL's maybe_apply_chat_template for a conversational prompt and its completions."""
-    if not isinstance(prompt, list) or not all(_is_messages(c) for c in completions):
-        raise HarnessError(f"{name}: row {i}: a conversational row needs its prompt and completions all as lists "
-                           "of {role, content} messages (or all as strings)")
-    if prompt and prompt[-1].get("role") == "assistant":
-        prompt_text = _chat(tokenizer, prompt, name, continue_final_message=True)
-    else:
-        prompt_text = _chat(tokenizer, prompt, name, add_generation_prompt=True)
-    full = [_chat(tokenizer, prompt + c, name) for c in completions]
-    for text in full:  # templates that add tokens with the generation prompt: keep the common part
-        prompt_text = "".join(a for a, _ in takewhile(lambda ab: ab[0] == ab[1], zip(prompt_text, text)))
-    return prompt_text, [text[len(prompt_text):] for text in full]
+def _each_row(records: list[dict], build) -> tuple[list, list]:
+    """`build(i, record)` for every record: the rows, and a malformed row's `_Invalid` (its row
+    None) where building refused it."""
+    rows, problems = [], []
+    for i, record in enumerate(records):
+        try:
+            rows.append(build(i, record))
+            problems.append(None)
+        except _Invalid as err:
+            rows.append(None)
+            problems.append(err)
+    return rows, problems
 
 
 def _shared_prefix(chosen, rejected):
@@ -305,18 +380,21 @@ def _shared_prefix(chosen, rejected):
 
 def _pairs(records: list[dict], name: str, tokenizer, stats: LoadStats):
     _require(records, name, "pairs", ("chosen", "rejected"))
-    rows = []
-    for i, r in enumerate(records):
+    conversational = _conversational(records, name, ("prompt", "chosen", "rejected"))
+    if conversational:
+        stats.format = "conversational"
+        _require_template(tokenizer, name)
+
+    def build(i: int, r: dict) -> dict:
         chosen, rejected, prompt = r["chosen"], r["rejected"], r.get("prompt")
-        conversational = _is_messages(chosen) or _is_messages(rejected)
-        if prompt is None or (conversational and not _is_messages(prompt)):
+        if prompt is None:
             prompt, chosen, rejected = _shared_prefix(chosen, rejected)  # implicit prompt
             stats.prompt = "implicit"
         if conversational:
-            stats.format = "conversational"
-            prompt, (chosen, rejected) = _render(tokenizer, prompt, [chosen, rejected], name, i)
-        for column, value in (("prompt", prompt), ("chosen", chosen), ("rejected", rejected)):
-            _check_text(value, name, i, column)
+            prompt, (chosen, rejected) = _conversation(prompt, [chosen, rejected], name, i, ("chosen", "rejected"))
+        else:
+            for column, value in (("prompt", prompt), ("chosen", chosen), ("rejected", rejected)):
+                _check_text(value, name, i, column)
         row = {"prompt": prompt, "chosen": chosen, "rejected": rejected}
         for out, names in (("score_chosen", ("score_chosen", "chosen_reward")),
                            ("score_rejected", ("score_rejected", "rejected_reward"))):
@@ -327,12 +405,15 @@ def _pairs(records: list[dict], name: str, tokenizer, stats: LoadStats):
             row["label_flipped"] = bool(r["label_flipped"])
         if r.get("stage") is not None:
             row["stage"] = int(r["stage"])
-        rows.append(row)
-    if not all("score_chosen" in row and "score_rejected" in row for row in rows):
-        for row in rows:  # scores are all or nothing: a loss that reads them reads every row's
+        return row
+
+    rows, problems = _each_row(records, build)
+    kept = [row for row in rows if row is not None]
+    if not all("score_chosen" in row and "score_rejected" in row for row in kept):
+        for row in kept:  # scores are all or nothing: a loss that reads them reads every row's
             row.pop("score_chosen", None)
             row.pop("score_rejected", None)
-    return rows, [_empty(row, ("chosen", "rejected")) for row in rows]
+    return rows, [p or _empty(row, ("chosen", "rejected")) for row, p in zip(rows, problems)]
 
 
 def _label(value: Any, name: str, i: int) -> bool:
@@ -352,6 +433,10 @@ def _unpaired(records: list[dict], name: str, tokenizer, stats: LoadStats):
         rows, out_reasons = [], []
         for pair, reason in zip(pairs, reasons):
             for side, label in (("chosen", True), ("rejected", False)):
+                if pair is None:  # a malformed pair: both its rows are
+                    rows.append(None)
+                    out_reasons.append(reason)
+                    continue
                 row = {"prompt": pair["prompt"], "completion": pair[side], "label": label}
                 if f"score_{side}" in pair:
                     row["score"] = pair[f"score_{side}"]
@@ -359,24 +444,36 @@ def _unpaired(records: list[dict], name: str, tokenizer, stats: LoadStats):
                 out_reasons.append(_empty(row, ("completion",)) or reason)
         return rows, out_reasons
     _require(records, name, "unpaired", ("prompt", "completion", "label"))
-    rows = []
-    for i, r in enumerate(records):
-        prompt, completion = _prompt_completion(r, name, i, tokenizer, stats)
+    conversational = _conversational_rows(records, name, tokenizer, stats)
+
+    def build(i: int, r: dict) -> dict:
+        prompt, completion = _prompt_completion(r, name, i, conversational)
         row = {"prompt": prompt, "completion": completion, "label": _label(r["label"], name, i)}
         if r.get("score") is not None:
             row["score"] = float(r["score"])
         if "label_flipped" in r:
             row["label_flipped"] = bool(r["label_flipped"])
-        rows.append(row)
-    return rows, [_empty(row, ("completion",)) for row in rows]
+        return row
+
+    rows, problems = _each_row(records, build)
+    return rows, [p or _empty(row, ("completion",)) for row, p in zip(rows, problems)]
 
 
-def _prompt_completion(r: dict, name: str, i: int, tokenizer, stats: LoadStats) -> tuple[str, str]:
-    """A row's prompt and completion as text (conversational ones rendered), both checked."""
-    prompt, completion = r["prompt"], r["completion"]
-    if _is_messages(prompt) or _is_messages(completion):
+def _conversational_rows(records: list[dict], name: str, tokenizer, stats: LoadStats) -> bool:
+    """Whether prompt/completion records are conversational (then the tokenizer needs a template)."""
+    conversational = _conversational(records, name, ("prompt", "completion"))
+    if conversational:
         stats.format = "conversational"
-        prompt, (completion,) = _render(tokenizer, prompt, [completion], name, i)
+        _require_template(tokenizer, name)
+    return conversational
+
+
+def _prompt_completion(r: dict, name: str, i: int, conversational: bool) -> tuple[Any, str]:
+    """A row's prompt (a text or messages) and its completion's text, both checked."""
+    prompt, completion = r["prompt"], r["completion"]
+    if conversational:
+        prompt, (completion,) = _conversation(prompt, [completion], name, i, ("completion",))
+        return prompt, completion
     _check_text(prompt, name, i, "prompt")
     _check_text(completion, name, i, "completion")
     return prompt, completion
@@ -384,62 +481,113 @@ def _prompt_completion(r: dict, name: str, i: int, tokenizer, stats: LoadStats) 
 
 def _sft(records: list[dict], name: str, tokenizer, stats: LoadStats):
     first = set(records[0])
-    rows = []
     if {"prompt", "completion"} <= first:
         _require(records, name, "sft", ("prompt", "completion"))
-        for i, r in enumerate(records):
-            prompt, completion = _prompt_completion(r, name, i, tokenizer, stats)
-            rows.append({"prompt": prompt, "completion": completion})
+        conversational = _conversational_rows(records, name, tokenizer, stats)
+
+        def build(i: int, r: dict) -> dict:
+            prompt, completion = _prompt_completion(r, name, i, conversational)
+            return {"prompt": prompt, "completion": completion}
     elif "messages" in first:
         _require(records, name, "sft", ("messages",))
         stats.format, stats.prompt = "conversational", "explicit"
-        for i, r in enumerate(records):
-            messages = r["messages"]
-            if not _is_messages(messages):
-                raise HarnessError(f"{name}: row {i}: 'messages' must be a list of {{role, content}} messages")
-            if messages[-1].get("role") != "assistant":
-                rows.append({"prompt": _chat(tokenizer, messages, name, add_generation_prompt=True), "completion": ""})
-                continue  # no assistant answer to learn: counted as an empty completion
-            prompt, (completion,) = _render(tokenizer, messages[:-1], [messages[-1:]], name, i)
-            rows.append({"prompt": prompt, "completion": completion})
+        _require_template(tokenizer, name)
+
+        def build(i: int, r: dict) -> dict:
+            messages = _messages(r["messages"], name, i, "messages")
+            if messages[-1]["role"] != "assistant":  # no assistant answer to learn: an empty completion
+                return {"prompt": messages, "completion": ""}
+            if len(messages) == 1:
+                raise _Invalid("malformed", f"{name}: row {i}: 'messages' holds the assistant's answer alone; "
+                                            "put the message it answers before it")
+            return {"prompt": messages[:-1], "completion": messages[-1]["content"]}
     elif "text" in first:
         _require(records, name, "sft", ("text",))
         stats.prompt = "none"
-        for i, r in enumerate(records):
+
+        def build(i: int, r: dict) -> dict:
             _check_text(r["text"], name, i, "text")
-            rows.append({"prompt": "", "completion": r["text"]})
+            return {"prompt": "", "completion": r["text"]}
     else:
         _require(records, name, "sft", ("prompt", "completion"))
-    return rows, [_empty(row, ("completion",)) for row in rows]
-
-
-def _turns(value: Any, name: str, i: int, column: str) -> list[dict[str, str]]:
-    if not isinstance(value, list) or not all(isinstance(t, dict) and "role" in t and "content" in t for t in value):
-        raise HarnessError(f"{name}: row {i}: {column!r} must be a list of {{role, content}} turns")
-    return [{"role": str(t["role"]), "content": str(t["content"])} for t in value]
+    rows, problems = _each_row(records, build)
+    return rows, [p or _empty(row, ("completion",)) for row, p in zip(rows, problems)]
 
 
 def _sessions(records: list[dict], name: str, tokenizer, stats: LoadStats):
+    """Sessions: a history (a text, or messages rendered with the chat template) and turns."""
     _require(records, name, "sessions", ("prompt", "chosen_turns", "rejected_turns"))
     stats.format = "conversational"
-    rows, reasons = [], []
-    for i, r in enumerate(records):
-        _check_text(r["prompt"], name, i, "prompt")
-        chosen = _turns(r["chosen_turns"], name, i, "chosen_turns")
-        rejected = _turns(r["rejected_turns"], name, i, "rejected_turns")
-        row = {"prompt": r["prompt"], "chosen_turns": chosen, "rejected_turns": rejected,
+    if _conversational(records, name, ("prompt",)):
+        _require_template(tokenizer, name)
+
+    def build(i: int, r: dict) -> dict:
+        if _is_messages(r["prompt"]):
+            prompt = _messages(r["prompt"], name, i, "prompt", empty_ok=True)
+        else:
+            _check_text(r["prompt"], name, i, "prompt")
+            prompt = r["prompt"]
+        chosen = _messages(r["chosen_turns"], name, i, "chosen_turns", empty_ok=True)
+        rejected = _messages(r["rejected_turns"], name, i, "rejected_turns", empty_ok=True)
+        row = {"prompt": prompt, "chosen_turns": chosen, "rejected_turns": rejected,
                "segment_length": int(r.get("segment_length", len(chosen)))}
         for key in ("first_bad_turn", "score_chosen", "score_rejected"):
             if r.get(key) is not None:
                 row[key] = r[key]
-        rows.append(row)
-        empty = not chosen or not rejected or any(not t["content"].strip() for t in chosen + rejected)
-        reasons.append("empty_completion" if empty else None)
-    return rows, reasons
+        return row
+
+    def empty(row: dict) -> str | None:
+        turns = row["chosen_turns"] + row["rejected_turns"]
+        blank = not row["chosen_turns"] or not row["rejected_turns"] or any(not t["content"].strip() for t in turns)
+        return "empty_completion" if blank else None
+
+    rows, problems = _each_row(records, build)
+    return rows, [p or empty(row) for row, p in zip(rows, problems)]
 
 
 def _empty(row: dict, columns: tuple[str, ...]) -> str | None:
     return "empty_completion" if any(not row[c].strip() for c in columns) else None
+
+
+def _check_template(rows: list, reasons: list, shape: str, tokenizer, name: str) -> list:
+    """Refuse conversations the policy's chat template rejects (it raises: a role it does not
+    know, a system message where it has none) or renders without one of their messages (it
+    skips a role silently)."""
+    from harness.data.tokenize import AGENT_ROLES, is_conversation
+
+    out = list(reasons)
+    for i, row in enumerate(rows):
+        if out[i] or row is None or not is_conversation(row["prompt"]):
+            continue
+        if shape == "sessions":
+            conversations = [row["prompt"] + [{"role": "assistant" if t["role"] in AGENT_ROLES else t["role"],
+                                               "content": t["content"]} for t in row[side]]
+                             for side in ("chosen_turns", "rejected_turns")]
+        else:
+            sides = ("chosen", "rejected") if shape == "pairs" else ("completion",)
+            conversations = [row["prompt"] + [{"role": "assistant", "content": row[side]}] for side in sides]
+        out[i] = next(filter(None, (_template_problem(tokenizer, c, name, i) for c in conversations)), None)
+    return out
+
+
+def _template_problem(tokenizer, messages: list[dict], name: str, i: int) -> _Invalid | None:
+    from harness.data.tokenize import assistant_turn, chat_text
+
+    template = f"the chat template of {tokenizer.name_or_path or 'the tokenizer'!r}"
+    try:
+        text = chat_text(tokenizer, messages)
+        if messages[-1]["role"] == "assistant" and len(messages) > 1:  # the prompt and reply it renders
+            assistant_turn(tokenizer, messages[:-1], messages[-1]["content"])
+    except Exception as err:  # noqa: BLE001 (a template refuses with raise_exception: TemplateError, or anything)
+        roles = ", ".join(dict.fromkeys(m["role"] for m in messages))
+        return _Invalid("template_rejects", f"{name}: row {i}: 'prompt': {template} refuses this conversation "
+                                            f"(roles {roles}): {_first_line(err)}; use the roles it accepts "
+                                            "(some templates have no system message)")
+    for k, message in enumerate(messages):
+        if message["content"].strip() and message["content"].strip() not in text:
+            return _Invalid("template_drops_message", f"{name}: row {i}: 'prompt': {template} leaves out message {k} "
+                                                      f"(role {message['role']!r}); use a role it renders")
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -453,7 +601,7 @@ def _check_lengths(rows, reasons, shape, tokenizer, max_length, max_prompt_lengt
 
     out = list(reasons)
     for i, row in enumerate(rows):
-        if out[i]:
+        if out[i] or row is None:
             continue
         n_prompt = len(prompt_ids(tokenizer, row["prompt"]))
         if max_prompt_length is not None and n_prompt > max_prompt_length:
@@ -470,7 +618,7 @@ def _check_lengths(rows, reasons, shape, tokenizer, max_length, max_prompt_lengt
                 continue
             room = max_length - n_prompt
             sides = ("chosen", "rejected") if shape == "pairs" else ("completion",)
-            cut = [len(completion_ids(tokenizer, row[side])) > room for side in sides]
+            cut = [len(completion_ids(tokenizer, row[side], row["prompt"])) > room for side in sides]
         stats.truncated_completions += sum(cut)
         stats.truncated_rows += any(cut)
     return rows, out
@@ -481,11 +629,15 @@ def _reasons_text(counts: dict[str, int]) -> str:
 
 
 def _apply_policy(rows, reasons, name, on_invalid, stats):
-    counts = Counter(r for r in reasons if r)
+    """Drop the invalid rows, counted by reason in stats.dropped (a malformed row's reason is its
+    `_Invalid`'s), or refuse the data at the first under on_invalid: error."""
+    counts = Counter(r.reason if isinstance(r, _Invalid) else r for r in reasons if r)
     stats.dropped = dict(sorted(counts.items()))
     if not counts:
         return rows
     first = next(i for i, r in enumerate(reasons) if r)
+    if on_invalid == "error" and isinstance(reasons[first], _Invalid):
+        raise HarnessError(f"{reasons[first].line} (or set data.on_invalid: drop to drop such rows)")
     if on_invalid == "error":
         raise HarnessError(f"{name}: {sum(counts.values())} invalid rows ({_reasons_text(counts)}; the first is "
                            f"row {first}: {reasons[first].replace('_', ' ')}); fix the data or set on_invalid: drop")

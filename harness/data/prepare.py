@@ -27,11 +27,12 @@ from typing import Any
 
 from harness.cache import cached_folder, content_hash
 from harness.data.jsonl import read_jsonl, write_jsonl
-from harness.data.loading import LoadedRows, load_rows, read_records
+from harness.data.loading import LoadedRows, MissingColumns, load_rows, read_records
+from harness.data.tokenize import Prompt, distinct_prompts, prompt_key
 from harness.errors import HarnessError
 from harness.suite import DataConfig
 
-LOADER_VERSION = 2  # bump when loading would produce different rows or files from the same source
+LOADER_VERSION = 3  # 3: conversations kept as messages; bump when loading would produce different rows or files from the same source
 # runner shape -> (loading shape, file name, split attribute of DataConfig); every one optional,
 # but training needs pairs or unpaired rows, and evaluation prompts from pairs or unpaired rows.
 SHAPES = {
@@ -51,15 +52,15 @@ NEEDED = (("pairs_train", "unpaired_train"), ("pairs_eval", "unpaired_eval"))  #
 @dataclass(frozen=True)
 class PreparedData:
     files: dict[str, Path]  # runner shape (and "eval_pairs") -> jsonl file
-    prompts: list[str]  # distinct evaluation prompts, in the eval split's order
+    prompts: list[Prompt]  # distinct evaluation prompts (texts or conversations), in the eval split's order
     stats: dict[str, Any]  # file name -> what loading did (harness.data.loading.LoadStats)
 
-    def validation_prompts(self, test: int, n: int, *, where: str) -> list[str]:
+    def validation_prompts(self, test: int, n: int, *, where: str) -> list[Prompt]:
         """A tuned suite's validation prompts: the first `n` distinct prompts of the named
         validation split (data.validation_split), else the eval split's after the `test` ones
         evaluation reads (disjoint from them by construction)."""
         named = [self.files[k] for k in ("validation_pairs", "validation_unpaired") if k in self.files]
-        pool = list(dict.fromkeys(r["prompt"] for r in read_jsonl(named[0]))) if named else self.prompts[test:]
+        pool = distinct_prompts(r["prompt"] for r in read_jsonl(named[0])) if named else self.prompts[test:]
         out = pool[:n]
         if len(out) < n:
             split = "validation split" if named else f"eval split (after its {test} test prompts)"
@@ -68,11 +69,11 @@ class PreparedData:
         return out
 
 
-def check_disjoint(validation: list[str], test: list[str], training: set[str], *, where: str) -> None:
+def check_disjoint(validation: list[Prompt], test: list[Prompt], training: set[str], *, where: str) -> None:
     """Selection must not see a test prompt or a training prompt: refuse validation prompts that
-    overlap either, naming one."""
-    for name, other in (("test", set(test)), ("training", training)):
-        shared = [p for p in validation if p in other]
+    overlap either, naming one (`training`: the training prompts' keys, harness.data.tokenize.prompt_key)."""
+    for name, other in (("test", {prompt_key(p) for p in test}), ("training", training)):
+        shared = [p for p in validation if prompt_key(p) in other]
         if shared:
             raise HarnessError(f"{where}: {len(shared)} validation prompts are also {name} prompts "
                                f"(e.g. {shared[0]!r}); selection must read prompts of its own: use a "
@@ -89,7 +90,7 @@ def prepare_dataset(source: str, data: DataConfig, tokenizer, tokenizer_key: str
     files = {shape: folder / f"{name}.jsonl" for shape, (_, name, _) in SHAPES.items()
              if (folder / f"{name}.jsonl").exists()}
     held_out = read_jsonl(files["eval_pairs"] if "eval_pairs" in files else files["eval_unpaired"])
-    prompts = list(dict.fromkeys(row["prompt"] for row in held_out))
+    prompts = distinct_prompts(row["prompt"] for row in held_out)
     return PreparedData(files, prompts, json.loads((folder / "stats.json").read_text()))
 
 
@@ -122,8 +123,10 @@ def _load_all(source: str, data: DataConfig, tokenizer, max_length: int, where: 
                 max_prompt_length=data.max_prompt_length or None, on_invalid=data.on_invalid,
                 records=splits[getattr(data, split_attr)],
             )
-        except HarnessError as err:  # a shape the data does not have (no such columns): no file
+        except MissingColumns as err:  # a shape the data does not have: no file (bad rows are errors)
             errors[name] = err
+        except HarnessError as err:
+            raise HarnessError(f"{where}: dataset: {err}") from None
     for names in NEEDED:
         if not any(name in loaded for name in names):
             raise HarnessError(f"{where}: dataset: {errors[names[0]]}")

@@ -10,17 +10,79 @@ Multi-turn sessions (SDPO's data) are rendered in one place, `render_turns`: eac
 "role : content", turns joined by " | " (the sandbox tokenizer has both ":" and "|" as words).
 `encode_turns` encodes a shared history (the prompt) followed by the rendered turns of a
 segment, and returns a per-token segment mask over the agent turns' tokens.
+
+A prompt is either a text or a conversation (a list of {"role", "content"} messages, system
+messages included). A conversation is rendered with the tokenizer's own chat template, which
+writes every special token itself: the prompt is its generation prompt, a completion the text the
+template adds for the assistant's reply (its content and the template's end of turn, e.g. Qwen's
+`<|im_end|>\n`), so no BOS or EOS is added to either. Sessions whose history is a conversation are
+rendered with the template too (`encode_turns`).
 """
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
 
-def prompt_ids(tokenizer, prompt: str) -> list[int]:
+Prompt = Any  # str (a text) or list[dict] (a conversation: {"role", "content"} messages)
+
+
+def is_conversation(prompt: Prompt) -> bool:
+    return isinstance(prompt, list)
+
+
+def prompt_key(prompt: Prompt) -> str:
+    """A prompt as one string, to compare, count and hash prompts by (a text is its own key)."""
+    return prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True, ensure_ascii=False)
+
+
+def distinct_prompts(prompts) -> list[Prompt]:
+    """The distinct prompts among `prompts`, in their first order."""
+    seen: dict[str, Prompt] = {}
+    for prompt in prompts:
+        seen.setdefault(prompt_key(prompt), prompt)
+    return list(seen.values())
+
+
+def prompt_text(tokenizer, prompt: Prompt) -> str:
+    """The prompt as the policy reads it: a text as is, a conversation's generation prompt."""
+    return generation_prompt(tokenizer, prompt) if is_conversation(prompt) else prompt
+
+
+def chat_text(tokenizer, messages: list[dict], **options) -> str:
+    """The tokenizer's chat template applied to `messages`, as text."""
+    return tokenizer.apply_chat_template(messages, tokenize=False, **options)
+
+
+def generation_prompt(tokenizer, messages: list[dict]) -> str:
+    """What the policy reads before it answers `messages`: the template's generation prompt."""
+    return chat_text(tokenizer, messages, add_generation_prompt=True)
+
+
+def assistant_turn(tokenizer, messages: list[dict], content: str) -> str:
+    """The text the template adds after the generation prompt of `messages` for an assistant reply
+    `content`: the content and the template's end of turn (and whatever it writes after it)."""
+    head = generation_prompt(tokenizer, messages)
+    full = chat_text(tokenizer, messages + [{"role": "assistant", "content": content}])
+    if not full.startswith(head):
+        raise ValueError("the chat template's generation prompt is not the beginning of its rendering of "
+                         "the reply, so a completion cannot be cut from it")
+    return full[len(head):]
+
+
+def _text_ids(tokenizer, text: str) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def prompt_ids(tokenizer, prompt: Prompt) -> list[int]:
+    if is_conversation(prompt):
+        return _text_ids(tokenizer, generation_prompt(tokenizer, prompt))
     ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     bos = tokenizer.bos_token_id
     if bos is None or (ids and ids[0] == bos):
@@ -28,7 +90,11 @@ def prompt_ids(tokenizer, prompt: str) -> list[int]:
     return [bos] + ids
 
 
-def completion_ids(tokenizer, completion: str) -> list[int]:
+def completion_ids(tokenizer, completion: str, prompt: Prompt = "") -> list[int]:
+    """The completion's ids: after a conversation, the template's assistant turn (which ends the
+    turn itself); after a text, the text and one EOS."""
+    if is_conversation(prompt):
+        return _text_ids(tokenizer, assistant_turn(tokenizer, prompt, completion))
     ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
     eos = tokenizer.eos_token_id
     return list(ids) if ids and ids[-1] == eos else ids + [eos]
@@ -43,9 +109,9 @@ class Encoded:
     truncated: bool
 
 
-def encode_pair(tokenizer, prompt: str, completion: str, max_length: int) -> Encoded:
+def encode_pair(tokenizer, prompt: Prompt, completion: str, max_length: int) -> Encoded:
     """Tokenize one (prompt, completion); the completion is cut so the whole fits max_length."""
-    head, tail = prompt_ids(tokenizer, prompt), completion_ids(tokenizer, completion)
+    head, tail = prompt_ids(tokenizer, prompt), completion_ids(tokenizer, completion, prompt)
     room = max(max_length - len(head), 0)
     truncated = len(tail) > room
     tail = tail[:room]
@@ -80,20 +146,32 @@ def open_turn(history: str, role: str = "agent") -> str:
     return render_turns([{"role": role, "content": ""}], after=history).rstrip()
 
 
-def encode_turns(tokenizer, prompt: str, turns: list[dict], max_length: int) -> tuple[Encoded, list[bool]]:
+def encode_turns(tokenizer, prompt: Prompt, turns: list[dict], max_length: int) -> tuple[Encoded, list[bool]]:
     """Encode a shared history and the turns of a segment: (encoded, segment mask).
 
-    The sequence is [bos] + prompt + " | " + turn_1 + " | " + ... + turn_n + [eos], the text of
-    `render_turns(turns, after=prompt)`. The completion mask is True on everything after the
-    prompt (user turns of the segment included: they are context inside the completion). The
-    segment mask, aligned with input_ids, is True only on AGENT turns' content tokens and on the
-    token that ends each agent turn (the separator after it, or the final EOS), as a chat
-    template's assistant mask covers the assistant's text and its end-of-turn token; role headers
-    ("| agent :") and user turns are never in it.
+    A text history: the sequence is [bos] + prompt + " | " + turn_1 + " | " + ... + turn_n + [eos],
+    the text of `render_turns(turns, after=prompt)`. A conversation: the chat template's rendering
+    of the history followed by the turns (agent turns as the assistant's), `_chat_turns`.
+
+    The completion mask is True on everything after the prompt (user turns of the segment
+    included: they are context inside the completion). The segment mask, aligned with input_ids,
+    is True only on AGENT turns' content tokens and on the token that ends each agent turn (the
+    separator after it, or the final EOS; a template's end-of-turn token), as a chat template's
+    assistant mask covers the assistant's text and its end-of-turn token; role headers
+    ("| agent :", a template's "<|im_start|>assistant\n") and user turns are never in it.
 
     Too long for max_length: the history loses its oldest tokens first (BOS is kept); if the
     turns alone do not fit, they are cut at the end. Either way `truncated` is True.
     """
+    build = _chat_turns if is_conversation(prompt) else _text_turns
+    head, tail, segment = build(tokenizer, prompt, turns)
+    head, tail, segment, truncated = _fit_turns(head, tail, segment, max_length, tokenizer.bos_token_id)
+    encoded = Encoded(head + tail, [False] * len(head) + [True] * len(tail), truncated)
+    return encoded, [False] * len(head) + segment
+
+
+def _text_turns(tokenizer, prompt: str, turns: list[dict]) -> tuple[list[int], list[int], list[bool]]:
+    """History ids, the turns' ids and their segment mask, in the sandbox's " | " rendering."""
     head = prompt_ids(tokenizer, prompt)
     tail: list[int] = []
     segment: list[bool] = []
@@ -110,9 +188,51 @@ def encode_turns(tokenizer, prompt: str, turns: list[dict], max_length: int) -> 
         segment += [False] * len(header) + [_is_agent(turn)] * len(content)
     tail.append(tokenizer.eos_token_id)
     segment.append(bool(turns) and _is_agent(turns[-1]))
-    head, tail, segment, truncated = _fit_turns(head, tail, segment, max_length, tokenizer.bos_token_id)
-    encoded = Encoded(head + tail, [False] * len(head) + [True] * len(tail), truncated)
-    return encoded, [False] * len(head) + segment
+    return head, tail, segment
+
+
+def _chat_turns(tokenizer, history: list[dict], turns: list[dict]) -> tuple[list[int], list[int], list[bool]]:
+    """History ids, the turns' ids and their segment mask, through the chat template.
+
+    The whole conversation is rendered once; each turn's text is where the renderings of the
+    conversation up to it and up to the turn after it part (templates may write something at the
+    very end, as Phi-3's EOS, that a longer conversation does not begin with). An agent turn's
+    text is cut into its header, its content and what ends it; the segment mask covers the
+    content and the first token after it, the template's end of turn."""
+    messages = list(history) + [{"role": _chat_role(t["role"]), "content": t["content"]} for t in turns]
+    full = chat_text(tokenizer, messages)
+    ends = [_token_boundary(tokenizer, full, len(os.path.commonprefix([chat_text(tokenizer, messages[:k]), full])))
+            if k else 0 for k in range(len(history), len(messages))] + [len(full)]
+    head = _text_ids(tokenizer, full[: ends[0]])
+    tail: list[int] = []
+    segment: list[bool] = []
+    for turn, start, end in zip(turns, ends, ends[1:]):
+        text = full[start:end]
+        if not _is_agent(turn):
+            tail += _text_ids(tokenizer, text)
+            segment += [False] * (len(tail) - len(segment))
+            continue
+        content = turn["content"] if turn["content"] in text else turn["content"].strip()  # templates that trim
+        at = text.index(content)
+        header, body, after = (_text_ids(tokenizer, part) for part in (text[:at], content, text[at + len(content):]))
+        tail += header + body + after
+        segment += [False] * len(header) + [True] * len(body) + [True] * min(len(after), 1) + [False] * max(len(after) - 1, 0)
+    return head, tail, segment
+
+
+def _token_boundary(tokenizer, text: str, at: int) -> int:
+    """`at`, moved back to the start of the special token it falls inside, if any (two renderings
+    may part inside one: Phi-3's "<|endoftext|>" and "<|assistant|>" share "<|")."""
+    for token in {*tokenizer.all_special_tokens, *tokenizer.get_added_vocab()}:
+        for start in range(max(at - len(token) + 1, 0), at):
+            if text.startswith(token, start):
+                return start
+    return at
+
+
+def _chat_role(role: str) -> str:
+    """A session's role as a template knows it: the agent is the assistant."""
+    return "assistant" if role in AGENT_ROLES else role
 
 
 def _is_agent(turn: dict) -> bool:

@@ -199,11 +199,30 @@ def split_fewshot(name: str) -> tuple[str, int | None]:
     return (head, int(tail)) if sep and head and tail.isdigit() else (name, None)
 
 
+LM_EVAL_CHAT_TEMPLATE = {
+    "auto": "the start model's chat template when its tokenizer has one (the Open LLM Leaderboard's "
+            "setting for chat and instruct models: apply_chat_template with fewshot_as_multiturn), else plain text",
+    "chat": "always the chat template, few-shot examples as turns (refused for a tokenizer without one)",
+    "plain": "plain-text prompts, as for a base model",
+}
+
+
+def uses_chat_template(setting: str, tokenizer, *, where: str = "evaluate.lm_eval_chat_template") -> bool:
+    """Whether lm-eval renders its prompts with the tokenizer's chat template (and few-shot
+    examples as turns), for the suite's `lm_eval_chat_template` (LM_EVAL_CHAT_TEMPLATE)."""
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    if setting == "chat" and not has_template:
+        raise HarnessError(f"{where}: chat, but the start model's tokenizer has no chat template; "
+                           "use auto or plain")
+    return setting == "chat" or (setting == "auto" and has_template)
+
+
 def run_lm_eval(model, tokenizer, tasks: Sequence[str], *, limit: int = 0, num_fewshot: int = -1,
                 batch_size: int = 8, bootstrap: int = 2000, seed: int = 1234,
-                task_dirs: Sequence[Path] = ()) -> dict[str, Any]:
+                task_dirs: Sequence[Path] = (), chat_template: bool = False) -> dict[str, Any]:
     """lm-eval's results dict for `tasks` on the in-memory `model` (samples included); a task
-    named "task:N" runs with N few-shot examples, the rest with `num_fewshot`."""
+    named "task:N" runs with N few-shot examples, the rest with `num_fewshot`; `chat_template`:
+    prompts through the tokenizer's chat template, few-shot examples as turns."""
     groups: dict[int, list[str]] = {}
     for name in tasks:
         task, shots = split_fewshot(name)
@@ -211,7 +230,7 @@ def run_lm_eval(model, tokenizer, tasks: Sequence[str], *, limit: int = 0, num_f
     merged: dict[str, Any] = {}
     for shots, names in groups.items():
         results = _run_lm_eval(model, tokenizer, names, limit=limit, num_fewshot=shots, batch_size=batch_size,
-                               bootstrap=bootstrap, seed=seed, task_dirs=task_dirs) or {}
+                               bootstrap=bootstrap, seed=seed, task_dirs=task_dirs, chat_template=chat_template) or {}
         for key, value in results.items():
             if isinstance(value, dict):
                 merged.setdefault(key, {}).update(value)
@@ -221,7 +240,7 @@ def run_lm_eval(model, tokenizer, tasks: Sequence[str], *, limit: int = 0, num_f
 
 
 def _run_lm_eval(model, tokenizer, tasks: Sequence[str], *, limit: int, num_fewshot: int, batch_size: int,
-                 bootstrap: int, seed: int, task_dirs: Sequence[Path]) -> dict[str, Any]:
+                 bootstrap: int, seed: int, task_dirs: Sequence[Path], chat_template: bool) -> dict[str, Any]:
     """One lm-eval call: `tasks` with one few-shot setting."""
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
@@ -237,7 +256,7 @@ def _run_lm_eval(model, tokenizer, tasks: Sequence[str], *, limit: int, num_fews
                 model=lm, tasks=specs, num_fewshot=None if num_fewshot < 0 else num_fewshot,
                 limit=None if limit <= 0 else limit, bootstrap_iters=bootstrap, task_manager=manager,
                 log_samples=True, random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
-                fewshot_random_seed=seed,
+                fewshot_random_seed=seed, apply_chat_template=chat_template, fewshot_as_multiturn=chat_template,
             )
         except OSError as err:  # a dataset that cannot be fetched (offline, a wrong data_files path)
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -348,6 +367,7 @@ def lm_eval_rows(model, tokenizer, config, *, step: int, task_dirs: Sequence[Pat
         model, tokenizer, list(config.lm_eval_tasks), limit=config.lm_eval_limit,
         num_fewshot=config.lm_eval_fewshot, batch_size=config.lm_eval_batch_size,
         bootstrap=config.bootstrap, seed=config.seed, task_dirs=task_dirs,
+        chat_template=uses_chat_template(config.lm_eval_chat_template, tokenizer),
     )
     return results_rows(results or {}, step=step, bootstrap=config.bootstrap, seed=config.seed)
 

@@ -5,6 +5,11 @@ results store.
 The per-sample table (`sample_frame`, stored as `<run_id>.samples.parquet`) is the single input
 of every sample-based metric: `scored_from_samples` turns it back into `ScoredSamples`, after
 generation as when a suite is rescored without generating (`harness.evaluate.rescore`).
+
+A prompt is a text or a conversation (harness.data.tokenize): the policy reads a conversation
+through its chat template; the reward model gets the messages themselves and the completion's
+text (the assistant's content, without the policy's end of turn) and renders them with its own.
+The table keeps a conversation in its `messages` column, beside the text the policy read.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from harness.data.tokenize import encode_ids, pad_right, prompt_ids
+from harness.data.tokenize import Prompt, encode_ids, is_conversation, pad_right, prompt_ids, prompt_key, prompt_text
 from harness.evaluate.metrics import pairwise_outcomes  # importing it registers the evaluators
 from harness.evaluate.registry import EVALUATORS, ScoredSamples
 from harness.evaluate.reward_models import RewardModel, as_reward_model, reward_model_name
@@ -134,7 +139,8 @@ def evaluate_policy(policy, reference, tokenizer, prompts: list[str], baseline: 
     rewards = judge.score([prompts[s.prompt_id] for s in samples], [s.text for s in samples])
     scores = score_completions(policy, reference, tokenizer, prompts, samples,
                                progress=f"{progress}: scoring" if progress else None)
-    frame = sample_frame(prompts, samples, rewards, scores, baseline, reward_model_name(judge))
+    frame = sample_frame(prompts, samples, rewards, scores, baseline, reward_model_name(judge),
+                         shown=[prompt_text(tokenizer, p) for p in prompts])
     scored = scored_from_samples(frame, bootstrap=config.bootstrap, seed=config.seed)
     rows = metric_rows(scored, step)
     if config.lm_eval_tasks:
@@ -161,9 +167,11 @@ def metric_rows(scored: ScoredSamples, step: int) -> list[dict[str, Any]]:
     return rows
 
 
-def sample_frame(prompts: list[str], samples: list[Completion], rewards: np.ndarray, scores: dict[str, Any],
-                 baseline: Baseline, reward_model: str) -> pd.DataFrame:
-    """The per-sample table (harness.results.schema.SAMPLE_COLUMNS, without run_id)."""
+def sample_frame(prompts: list[Prompt], samples: list[Completion], rewards: np.ndarray, scores: dict[str, Any],
+                 baseline: Baseline, reward_model: str, *, shown: list[str] | None = None) -> pd.DataFrame:
+    """The per-sample table (harness.results.schema.SAMPLE_COLUMNS, without run_id); `shown`: each
+    prompt as the policy read it (a text prompt is its own)."""
+    shown = shown or list(prompts)
     n = len(samples) // max(len(prompts), 1)
     base_rewards = np.asarray(baseline.rewards, np.float64).reshape(-1)
     chosen = list(baseline.chosen) or [None] * len(prompts)
@@ -175,8 +183,9 @@ def sample_frame(prompts: list[str], samples: list[Completion], rewards: np.ndar
         p = s.prompt_id
         reward = float(rewards[i])
         rows.append({
-            "prompt_id": p, "sample": s.sample, "prompt": prompts[p],
-            "completion": s.text, "completion_tokens": len(s.token_ids), "reward": reward,
+            "prompt_id": p, "sample": s.sample, "prompt": shown[p],
+            "messages": prompts[p] if is_conversation(prompts[p]) else None,
+            "completion": s.text, "completion_tokens": len(s.token_ids), "truncated": s.truncated, "reward": reward,
             "baseline_completion": baseline.completions[p * n + s.sample],
             "baseline_reward": float(base_rewards[p * n + s.sample]),
             "outcome": float(pairwise_outcomes(reward, base_rewards[p * n + s.sample])),
@@ -242,12 +251,12 @@ def make_baseline(start_model, tokenizer, prompts: list[str], reward, config: Ev
     return Baseline(texts, rewards, chosen, chosen_rewards)
 
 
-def chosen_responses(pairs: list[dict[str, Any]], prompts: list[str]) -> list[str | None]:
+def chosen_responses(pairs: list[dict[str, Any]], prompts: list[Prompt]) -> list[str | None]:
     """Per prompt, the dataset's chosen response for it (the first pair with that prompt), or None."""
     by_prompt: dict[str, str] = {}
     for pair in pairs:
-        by_prompt.setdefault(pair["prompt"], pair["chosen"])
-    return [by_prompt.get(p) for p in prompts]
+        by_prompt.setdefault(prompt_key(pair["prompt"]), pair["chosen"])
+    return [by_prompt.get(prompt_key(p)) for p in prompts]
 
 
 def chosen_from_file(path: Path | None, prompts: list[str]) -> list[str | None] | None:
@@ -263,12 +272,12 @@ def rescored(frame: pd.DataFrame, judge: RewardModel) -> pd.DataFrame:
     """The per-sample table with every reward (policy, start baseline, chosen) and outcome
     recomputed by `judge`; nothing is generated."""
     frame = frame.copy()
-    frame["reward"] = judge.score(list(frame["prompt"]), list(frame["completion"]))
-    frame["baseline_reward"] = judge.score(list(frame["prompt"]), list(frame["baseline_completion"]))
+    frame["reward"] = judge.score(judged_prompts(frame), list(frame["completion"]))
+    frame["baseline_reward"] = judge.score(judged_prompts(frame), list(frame["baseline_completion"]))
     if "chosen_completion" in frame.columns:
         first = frame.drop_duplicates("prompt_id")
         have = first[first["chosen_completion"].notna()]
-        scores = dict(zip(have["prompt_id"], judge.score(list(have["prompt"]), list(have["chosen_completion"]))))
+        scores = dict(zip(have["prompt_id"], judge.score(judged_prompts(have), list(have["chosen_completion"]))))
         frame["chosen_reward"] = frame["prompt_id"].map(scores).astype(np.float64)
         frame["chosen_outcome"] = pairwise_outcomes(frame["reward"].to_numpy(), frame["chosen_reward"].to_numpy())
     frame["outcome"] = pairwise_outcomes(frame["reward"].to_numpy(), frame["baseline_reward"].to_numpy())
@@ -276,7 +285,20 @@ def rescored(frame: pd.DataFrame, judge: RewardModel) -> pd.DataFrame:
     return frame
 
 
+def judged_prompts(frame: pd.DataFrame) -> list[Prompt]:
+    """The prompts a reward model scores a samples table's rows on: the conversation where the
+    row has one (its `messages`), else the prompt text."""
+    messages = frame["messages"] if "messages" in frame.columns else [None] * len(frame)
+    return [_as_messages(m) if m is not None else p for p, m in zip(frame["prompt"], messages)]
+
+
+def _as_messages(value) -> list[dict]:
+    """Messages as plain dicts (parquet gives a list column back as an array of dicts)."""
+    return [{"role": str(m["role"]), "content": str(m["content"])} for m in value]
+
+
 __all__ = [
+    "judged_prompts",
     "Baseline", "Evaluation", "chosen_from_file", "chosen_responses", "evaluate_policy", "make_baseline", "metric_rows",
     "rescored", "sample_frame", "sampling_config", "score_completions", "scored_from_samples",
 ]

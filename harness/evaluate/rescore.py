@@ -23,6 +23,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from harness.data.tokenize import prompt_key
 from harness.errors import HarnessError
 from harness.evaluate.policy import metric_rows, rescored, scored_from_samples
 from harness.evaluate.registry import EVALUATORS
@@ -35,7 +36,7 @@ from harness.suite import EvalConfig
 # Sample columns added after the first schema, with what an older file stands for.
 _LATER_SAMPLE_COLUMNS: dict[str, Any] = {
     "token_logps": None, "entropy": math.nan, "chosen_completion": None, "chosen_reward": math.nan,
-    "chosen_outcome": math.nan, "reward_model": "gold",
+    "chosen_outcome": math.nan, "reward_model": "gold", "messages": None, "truncated": None,
 }
 
 
@@ -49,12 +50,12 @@ class MemoJudge:
         self._scores: dict[tuple[str, str], float] = {}
 
     def score(self, prompts: Sequence[str], completions: Sequence[str]) -> np.ndarray:
-        pairs = list(zip(prompts, completions))
-        todo = list(dict.fromkeys(p for p in pairs if p not in self._scores))
+        keys = [(prompt_key(p), c) for p, c in zip(prompts, completions)]
+        todo = {k: (p, c) for k, p, c in zip(keys, prompts, completions) if k not in self._scores}
         if todo:
-            values = self.judge.score([p for p, _ in todo], [c for _, c in todo])
+            values = self.judge.score([p for p, _ in todo.values()], [c for _, c in todo.values()])
             self._scores.update(zip(todo, map(float, values)))
-        return np.asarray([self._scores[p] for p in pairs], dtype=np.float64)
+        return np.asarray([self._scores[k] for k in keys], dtype=np.float64)
 
 
 def _read(path: Path) -> pd.DataFrame:

@@ -7,10 +7,14 @@
 A registered name wins over a path. Plugins add their own with `@register_reward_model("name")`
 on a factory `(**context) -> RewardModel` (context: length_weight, device, batch_size).
 
-A sequence-classification reward model scores the text its tokenizer's chat template makes of
-[user: prompt, assistant: completion] when the tokenizer has one (templates put the special
-tokens in, so the text is tokenized without adding more), else prompt and completion joined by a
-space, tokenized with the tokenizer's own special tokens. The score is the single logit (the
+A prompt is a text or a conversation (a list of {role, content} messages; harness.data.tokenize).
+A sequence-classification reward model reads a conversation as its own chat template renders
+[prompt messages..., assistant: completion], the completion being the reply's text alone (no
+policy's end-of-turn markup); a reward model without a chat template cannot read a conversation
+and is refused (`check_reads_conversations`, before any work). A text prompt is read as the
+template's rendering of [user: prompt, assistant: completion] when the tokenizer has one, else
+prompt and completion joined by a space. Templated text is tokenized without adding special
+tokens (templates put them in), plain text with the tokenizer's own. The score is the single logit (the
 usual reward-model head), or logit[1] − logit[0] for a two-label head. Batched with right
 padding; a text too long for the model loses its beginning (the prompt), not the completion.
 """
@@ -26,6 +30,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from harness.data.tokenize import chat_text, is_conversation
 from harness.sandbox.reward import GoldReward
 from harness.errors import HarnessError, did_you_mean
 from harness.registry import Registry
@@ -34,8 +39,8 @@ from harness.registry import Registry
 class RewardModel(Protocol):
     name: str
 
-    def score(self, prompts: Sequence[str], completions: Sequence[str]) -> np.ndarray:
-        """One score per (prompt, completion), float64 (N,)."""
+    def score(self, prompts: Sequence, completions: Sequence[str]) -> np.ndarray:
+        """One score per (prompt, completion), float64 (N,); a prompt is a text or messages."""
 
 
 REWARD_MODELS: Registry[Callable[..., RewardModel]] = Registry("reward model")
@@ -124,15 +129,23 @@ class SequenceClassifierReward:
         self.model.to(self.device).eval()
         self.max_length = _max_length(self.model.config, self.tokenizer)
 
-    def texts(self, prompts: Sequence[str], completions: Sequence[str]) -> list[str]:
-        """What the model reads for each pair (the chat template's rendering when there is one)."""
+    def texts(self, prompts: Sequence, completions: Sequence[str]) -> list[str]:
+        """What the model reads for each pair: its chat template's rendering of the conversation
+        and the reply when it has a template, else the text prompt and the completion joined."""
         if getattr(self.tokenizer, "chat_template", None):
-            return [
-                self.tokenizer.apply_chat_template(
-                    [{"role": "user", "content": p}, {"role": "assistant", "content": c}], tokenize=False)
-                for p, c in zip(prompts, completions)
-            ]
+            return [chat_text(self.tokenizer, _conversation(p) + [{"role": "assistant", "content": c}])
+                    for p, c in zip(prompts, completions)]
+        if any(is_conversation(p) for p in prompts):
+            self.check_reads_conversations()
         return [_join(p, c) for p, c in zip(prompts, completions)]
+
+    def check_reads_conversations(self, where: str = "evaluate.reward_model") -> None:
+        """Refuse to score conversations without a chat template: any rendering of the messages
+        would be one the reward model never saw in training."""
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise HarnessError(
+                f"{where}: {self.name!r} has no chat template, so it cannot read the dataset's conversations "
+                "as it was trained to; use a reward model whose tokenizer has one, or text (string) prompts")
 
     @torch.no_grad()
     def score(self, prompts: Sequence[str], completions: Sequence[str], *, progress: str | None = None) -> np.ndarray:
@@ -151,6 +164,18 @@ class SequenceClassifierReward:
             scores = logits[:, 0] if logits.shape[-1] == 1 else logits[:, 1] - logits[:, 0]
             out += scores.tolist()
         return np.asarray(out, dtype=np.float64)
+
+
+def _conversation(prompt) -> list[dict]:
+    """A prompt as messages: a conversation as is, a text as the user's message."""
+    return list(prompt) if is_conversation(prompt) else [{"role": "user", "content": prompt}]
+
+
+def check_reads_conversations(reward: RewardModel, prompts: Sequence, *, where: str) -> None:
+    """Before any work: a reward model that renders text must be able to read conversations when
+    the prompts are conversations (the sandbox's gold reward reads completions only)."""
+    if any(is_conversation(p) for p in prompts) and hasattr(reward, "check_reads_conversations"):
+        reward.check_reads_conversations(where)
 
 
 def _join(prompt: str, completion: str) -> str:

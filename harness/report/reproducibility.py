@@ -54,6 +54,19 @@ def _sampling_lines(manifests: dict[str, dict[str, Any]]) -> list[str]:
                 settings[tuple(sorted(params.items()))] += 1
         for params, runs in settings.items():
             lines.append(f"{title}: {sampling_text(dict(params))} ({runs} run{'s' if runs != 1 else ''}).")
+    return lines + _lm_eval_lines(manifests)
+
+
+def _lm_eval_lines(manifests: dict[str, dict[str, Any]]) -> list[str]:
+    """How lm-eval prompted the models (the suite's evaluate.lm_eval_chat_template, resolved)."""
+    settings = Counter((m["lm_eval"]["chat_template_setting"], m["lm_eval"]["apply_chat_template"])
+                       for m in manifests.values() if isinstance(m.get("lm_eval"), dict))
+    lines = []
+    for (setting, chat), runs in settings.items():
+        how = ("through the start model's chat template, few-shot examples as turns" if chat
+               else "as plain text, no chat template")
+        lines.append(f"lm-eval prompts: {how} (evaluate.lm_eval_chat_template: {setting}; "
+                     f"{runs} run{'s' if runs != 1 else ''}).")
     return lines
 
 

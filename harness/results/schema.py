@@ -3,7 +3,9 @@
 Version history:
   1: first version. Every parquet file also carries the version in its key-value metadata
      (`harness.schema_version`, `harness.table` = "metrics" or "samples"), and every row in the
-     `schema_version` column; readers refuse files written by a newer version.
+     `schema_version` column; readers refuse files written by a newer version. Columns added
+     since (null or NaN where a file predates them; harness.evaluate.rescore fills them): the
+     samples' token_logps, entropy, chosen_*, reward_model, messages and truncated.
 
 Every row carries the run's identity and its compute accounting, so that any single parquet file
 (or a concatenation of many) can be read with pandas or DuckDB without harness installed.
@@ -68,7 +70,9 @@ SAMPLE_COLUMNS: dict[str, pa.DataType] = {
     "sample": pa.int64(),
     "prompt": pa.string(),
     "completion": pa.string(),
+    "messages": pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())])),  # null: a text prompt
     "completion_tokens": pa.int64(),
+    "truncated": pa.bool_(),  # the sample never ended its turn (cut at max_new_tokens)
     "reward": pa.float64(),
     "baseline_completion": pa.string(),
     "baseline_reward": pa.float64(),
@@ -124,8 +128,10 @@ COLUMN_DOCS: dict[str, str] = {
     "higher_is_better": "direction of the metric; null for costs that are shown, not ranked (KL, length)",
     "prompt_id": "index of the held-out prompt (the same prompts for every run of a suite)",
     "sample": "index of the sample for that prompt",
-    "prompt": "the prompt text",
-    "completion": "the policy's sampled completion",
+    "prompt": "the prompt text (a conversation: as the policy read it, through its chat template)",
+    "messages": "the prompt's conversation, a list of {role, content} (null for a text prompt)",
+    "truncated": "whether the completion never ended its turn: cut at max_new_tokens, no stop token",
+    "completion": "the policy's sampled completion (its text, without the stop token)",
     "completion_tokens": "its length in tokens",
     "reward": "reward of the completion under the suite's reward model (gold by default)",
     "baseline_completion": "the starting model's completion for the same prompt and sample index",
