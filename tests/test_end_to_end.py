@@ -4,6 +4,7 @@ trains nothing."""
 from __future__ import annotations
 
 import json
+import re
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -83,7 +84,11 @@ def test_report_names_every_method(finished_run):
     html = (root / "reports" / "tiny.html").read_text()
     for method in ("start", *METHODS):
         assert f">{method}<" in html or f">{method} " in html or method in html
-    assert "<script src=" not in html
+    from harness.report.html import PLOTLY_BUNDLE
+
+    # no script from the network: only the shared plotly.js, by a relative name, beside the page
+    assert re.findall(r'<script src="([^"]+)"', html) == [PLOTLY_BUNDLE]
+    assert (root / "reports" / PLOTLY_BUNDLE).exists()
 
 
 def test_second_run_trains_nothing(finished_run, capsys):

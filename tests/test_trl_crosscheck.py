@@ -136,6 +136,7 @@ class FakeLM:
 
     training = False  # TRL then skips the train-only token counting
     is_gradient_checkpointing = False
+    _modules: dict = {}  # no submodules: accelerate's unwrapping (TRL asks it when peft is installed) looks here
 
     def __init__(self, token_logps: torch.Tensor, log_sum_sq_probs: torch.Tensor | None = None):
         self.token_logps = token_logps
