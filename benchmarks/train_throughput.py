@@ -239,8 +239,8 @@ def harness_precision(dtype: str, device: torch.device):
         yield
         return
     original = hardware.autocast
-    hardware.autocast = lambda dev: (torch.autocast(dev.type, dtype=torch.bfloat16) if dtype == "bf16"
-                                     else contextlib.nullcontext())
+    hardware.autocast = lambda dev, *_: (torch.autocast(dev.type, dtype=torch.bfloat16) if dtype == "bf16"
+                                          else contextlib.nullcontext())
     try:
         yield
     finally:

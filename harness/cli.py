@@ -136,8 +136,11 @@ def _checked_suite(args):
 def cmd_run(args) -> int:
     started = time.perf_counter()
     scale = cli_scale.run_kwargs(args)  # --shard K/N: one worker of a job array
-    suite, _ = _checked_suite(args)
+    suite, specs = _checked_suite(args)
     _quiet_libraries()
+    from harness.train.sizing import check_devices, model_folders
+
+    check_devices(suite, specs, model_folders(suite))  # the device and each run's memory, before anything loads
     unmet: list[str] = []
     if suite.tune and scale:
         raise HarnessError(f"{suite.path}: --shard splits a fixed plan, but a tuned suite's trials follow from earlier "
@@ -206,12 +209,46 @@ def cmd_plan(args) -> int:
               f"{time_text:>15}")
     if not estimates:
         print(plan_estimate_blocker(suite) or "no run trains: nothing to estimate")
+    _print_memory_plan(suite, specs)
     if args.show_inputs:
         from harness.commands.inputs import show_inputs
 
         print()
         print(show_inputs(suite))
     return 0
+
+
+def _print_memory_plan(suite, specs) -> None:
+    """Each run's predicted peak memory per device (harness.memory) on the suite's stated
+    hardware, or the visible device, and the GPU-hours its budget needs at the stated MFU."""
+    from harness.memory import GIB, fits, gpu_hours
+    from harness.train.sizing import (architecture, budget_flops_bound, model_folders, peak_flops_of, predict_run,
+                                      stated_device, visible_device)
+
+    stated = stated_device(suite)
+    device = stated or visible_device()
+    cuda = device.name != "cpu"
+    folders = model_folders(suite)
+    hw = suite.hardware
+    peak = peak_flops_of(device.name)
+    hours = f"; GPU-hours at {hw.mfu:.0%} MFU of {device.name}'s {peak / 1e12:.0f} TFLOP/s bf16 peak, from the " \
+            "budget at max_length tokens per sequence (an upper bound)" if stated and peak == peak else ""
+    print(f"memory per device on {device.describe()}{' (hardware: in the suite)' if stated else ' (visible)'}{hours}")
+    for spec in specs:
+        try:
+            prediction = predict_run(spec, suite, "cuda" if cuda else "cpu", folders.get(spec.model))
+        except HarnessError as err:
+            print(f"{spec.run_id:<12}  {spec.label():<28} ?: {err}")
+            continue
+        verdict = "fits" if fits(prediction, device) else "DOES NOT FIT"
+        if stated and hw.gpus > 1 and spec.trains and not spec.train.peft.enabled:  # the FSDP variant
+            sharded = predict_run(spec, suite, "cuda", folders.get(spec.model), shards=hw.gpus)
+            verdict += f" ({sharded.peak / GIB:.0f} GiB under FSDP over {hw.gpus})"
+        gpu_time = ""
+        if hours and spec.trains:
+            flops = budget_flops_bound(spec, architecture(spec.model, folders.get(spec.model)))
+            gpu_time = f"; <= {gpu_hours(flops, peak, hw.mfu):,.0f} GPU-hours"
+        print(f"{spec.run_id:<12}  {spec.label():<28} {verdict:<12} {prediction.describe()}{gpu_time}")
 
 
 def _suite_name(text: str) -> str:

@@ -3,8 +3,9 @@
 A model is named by "sandbox" (the sandbox's SFT model; "sandbox:base" and "sandbox:instruct" are
 its pretrained and instruction-tuned starts), a local folder, or a Hub id; all go
 through the same `from_pretrained` path, so the local-folder tests exercise the Hub code.
-Policy: fp32 on CPU (bf16 matmuls are far slower there); on CUDA the weights stay fp32 and
-training runs under bf16 autocast.
+Policy (train.precision, harness.memory.resolved_precision): by default fp32 on CPU (bf16 matmuls
+are far slower there), and on CUDA fp32 weights trained under bf16 autocast; pure bf16 keeps the
+trained weights in bf16. Frozen models (the start model) are bf16 on CUDA, fp32 on CPU.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from harness.errors import HarnessError
+from harness.memory import frozen_bytes, resolved_precision
 
 
 def quiet_libraries() -> None:
@@ -89,14 +91,47 @@ def load_tokenizer(name_or_path: str):
     return tokenizer
 
 
-def load_policy(name_or_path: str, device: torch.device | None = None):
-    """A trainable causal LM in fp32 on `device`."""
+def load_policy(name_or_path: str, device: torch.device | None = None, precision: str = "auto", *,
+                quantize: str = "none"):
+    """A trainable causal LM on `device`: fp32 weights, or bf16 ones under train.precision=bf16;
+    with quantize="nf4" (QLoRA, CUDA only: harness.train.sizing refuses it elsewhere) its linear
+    layers in 4-bit NF4 through bitsandbytes, computing in bf16, for adapters to train over."""
     device = device or pick_device()
+    pure_bf16 = resolved_precision(precision, device.type) == "bf16"
+    if quantize == "nf4":
+        from transformers import BitsAndBytesConfig
+
+        nf4 = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
+        return _load(name_or_path, torch.bfloat16, quantization_config=nf4, device_map={"": device.index or 0})
+    return _load(name_or_path, torch.bfloat16 if pure_bf16 else torch.float32).to(device)
+
+
+def load_frozen(name_or_path: str, device: torch.device | None = None):
+    """A frozen causal LM (the start model: reference, KL anchor, baseline sampler): bf16 on
+    CUDA, fp32 on CPU; gradients off, in eval mode."""
+    device = device or pick_device()
+    model = _load(name_or_path, torch.bfloat16 if frozen_bytes(device.type) == 2 else torch.float32).to(device)
+    model.eval()
+    return model.requires_grad_(False)
+
+
+def _load(name_or_path: str, dtype: torch.dtype, **kwargs):
     try:
-        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch.float32)
+        return AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype, **kwargs)
     except OSError as err:
         raise HarnessError(f"model {name_or_path!r}: cannot load it ({_first_line(err)})") from None
-    return model.to(device)
+
+
+def enable_gradient_checkpointing(model) -> None:
+    """Recompute each decoder layer in the backward pass instead of keeping its activations
+    (train.gradient_checkpointing), non-reentrant: it works with frozen inputs (a LoRA's frozen
+    base) and keyword arguments. transformers' own switch, so every HF causal LM takes it."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers 5's name
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    model.config.use_cache = False  # a KV cache is useless in training and conflicts with recomputation
 
 
 def frozen_copy(model):

@@ -33,8 +33,10 @@ from harness.generation import prepare_backend, release_engines
 from harness.logprobs import completion_token_logps
 from harness.losses import get_loss
 from harness.losses.regimes import REGIMES, RegimeSpec, train_data_shape
-from harness.models import cached_locally, frozen_copy, load_policy, load_tokenizer, pick_device, resolve_model_path
-from harness.needs import unmet_needs
+from harness.lifetimes import Held
+from harness.memory import resolved_precision
+from harness.models import cached_locally, load_frozen, load_policy, load_tokenizer, pick_device, resolve_model_path
+from harness.needs import reference_runs_live, unmet_needs
 from harness.plan import TEST, VALIDATION, RunSpec, plan_suite, shard_ids
 from harness.plugins import load_suite_plugins
 from harness.results import ResultStore, method_card
@@ -50,6 +52,7 @@ from harness.train.flops import ModelShape
 from harness.train.hardware import mfu
 from harness.train.loop import RunFailed, TrainResult, TrainSetup, forecast_phase
 from harness.train.reference import cached_reference_sums, folder_fingerprint
+from harness.train.adapters import AdaptersDisabled, add_adapters, merged
 from harness.train.regimes import RegimeRun, run_regime
 
 # The sandbox's training files for each data shape the trainer consumes, and their tokenizers.
@@ -63,12 +66,12 @@ class World:
 
     start_path: str
     tokenizer: Any
-    start_model: torch.nn.Module  # frozen: the reference, the KL anchor and the baseline sampler
+    start: Held  # the frozen start model: the reference, the KL anchor and the baseline sampler
     files: dict[str, Path]  # data shape (or "eval_pairs") -> its jsonl file
     max_length: int
     packing: bool  # train.packing: also how the reference's log-probs are computed
     eval_prompts: list[str]
-    reward: RewardModel  # evaluate.reward_model: the judge of rewards and win rates
+    judge: Held  # evaluate.reward_model (a RewardModel): the judge of rewards and win rates
     device: torch.device
     data_loading: dict[str, Any] | None = None  # a real dataset's load stats per file (harness.data.prepare)
     sandbox: SandboxConfig | None = None  # the sandbox world the suite uses, if any
@@ -80,6 +83,14 @@ class World:
     _fingerprint: dict[str, Any] | None = None
     _data: dict[str, TrainData] = field(default_factory=dict)
     _reference: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def start_model(self) -> torch.nn.Module:
+        return self.start.get()
+
+    @property
+    def reward(self) -> RewardModel:
+        return self.judge.get()
 
     def baseline(self, suite: Suite) -> Baseline:
         """The starting model's samples and their rewards, from `$HARNESS_CACHE/baselines/` or
@@ -206,18 +217,19 @@ def prepare_world(suite: Suite, model: str | None = None) -> World:
     if validation is not None:
         check_disjoint(validation, prompts[: suite.evaluate.prompts], _training_prompts(files),
                        where=f"{suite.where('tune')}: tune")
-    reward = load_reward_model(suite.evaluate.reward_model, length_weight=config.length_weight,
-                               fluency_weight=config.fluency_weight, device=device,
-                               batch_size=suite.evaluate.reward_batch_size, where=f"{suite.path}: evaluate.reward_model")
-    check_reads_conversations(reward, prompts, where=f"{suite.path}: evaluate.reward_model")
-    start_model = frozen_copy(load_policy(start_path, device))
-    use_one_thread_for_tiny_models(device, sum(p.numel() for p in start_model.parameters()))
+    start = Held(lambda: load_frozen(start_path, device))
+    use_one_thread_for_tiny_models(device, sum(p.numel() for p in start.get().parameters()))
+    judge = Held(lambda: load_reward_model(
+        suite.evaluate.reward_model, length_weight=config.length_weight, fluency_weight=config.fluency_weight,
+        device=device, batch_size=suite.evaluate.reward_batch_size, where=f"{suite.path}: evaluate.reward_model"))
+    # a reward model that cannot load, or cannot read the data's conversations, is found before the first run
+    check_reads_conversations(judge.get(), prompts, where=f"{suite.path}: evaluate.reward_model")
     return World(
         start_path=start_path, tokenizer=tokenizer,
-        start_model=start_model, files=files,
+        start=start, files=files,
         max_length=suite.train.max_length, packing=suite.train.packing,
         eval_prompts=prompts[: suite.evaluate.prompts],
-        reward=reward,
+        judge=judge,
         device=device, data_loading=data_loading, sandbox=config if sandbox else None,
         reward_key=[config.length_weight, config.fluency_weight] if suite.evaluate.reward_model == "gold" else None,
         validation_prompts=validation,
@@ -413,6 +425,7 @@ def _run_and_store(spec: RunSpec, suite: Suite, world: World, store: ResultStore
         # held-out pairs share prompts with the test set: a trial (validation) does not read them
         implicit = [] if spec.prompts == VALIDATION else _implicit_reward_rows(
             spec, suite, world, policy, trained.accounting.optimizer_steps)
+        world.judge.release()  # scored: the next run trains without it
     except RunFailed as err:
         check()
         store.write_manifest(spec.run_id, {**manifest, "status": "failed", "error": str(err)})
@@ -426,8 +439,10 @@ def _run_and_store(spec: RunSpec, suite: Suite, world: World, store: ResultStore
     metrics = _rows_frame(rows + implicit + _curve_rows(trained, spec), identity, accounting)
     samples = pd.DataFrame(evaluation.samples).assign(run_id=spec.run_id)
     seconds = time.perf_counter() - started
-    store.write_run(spec.run_id, metrics, samples, {**manifest, "status": "ok", "seconds": seconds, "accounting": accounting},
-                    lease=lease)
+    # gradient checkpointing's recomputed forward: hardware work outside the budget and MFU
+    recomputed = trained.accounting.flops_recomputed
+    store.write_run(spec.run_id, metrics, samples, {**manifest, "status": "ok", "seconds": seconds, "accounting": accounting,
+                                                    "flops_recomputed": recomputed}, lease=lease)
     RunCheckpoint(spec.run_id, 0).clear()
     log(f"  {spec.label()}: done in {seconds:.1f} s ({trained.accounting.optimizer_steps} steps)")
     barrier()
@@ -474,7 +489,9 @@ def _method_run(spec: RunSpec, suite: Suite, world: World, *, with_reference_cac
     setup = TrainSetup(
         loss=loss, hparams=dict(spec.loss_hparams), data=data, budget=spec.budget, config=spec.train,
         seed=spec.seed, pad_id=world.tokenizer.pad_token_id,
-        reference=world.start_model if loss.uses_reference else None,
+        # the start model as the reference only where a step reads it (a cached reference needs none)
+        reference=world.start_model if loss.uses_reference and (
+            not cache or regime.name != "standard" or reference_runs_live(loss.needs, False)) else None,
         cached_reference=world.reference_sums(shape) if cache else None,
         progress=f"{spec.label()}: training", log=log,
     )
@@ -489,14 +506,25 @@ def _train(spec: RunSpec, suite: Suite, world: World, *, guard=None, log=None) -
     if not spec.trains:
         return world.start_model, TrainResult(Accounting(), seconds=0.0)
     method = _method_run(spec, suite, world, log=log)
-    policy = load_policy(world.start_path, world.device)
+    train = spec.train
+    policy = load_policy(world.start_path, world.device, train.precision, quantize=train.quantize)
+    setup = method.setup
+    if train.peft.enabled:
+        policy = add_adapters(policy, train.peft, gradient_checkpointing=train.gradient_checkpointing)
+        if setup.reference is not None and method.regime.name == "standard":
+            setup = replace(setup, reference=AdaptersDisabled(policy))  # the base: no copy
+    standard = method.regime.name == "standard"
+    if standard and (setup.reference is None or isinstance(setup.reference, AdaptersDisabled)):
+        world.start.release()  # no step reads it: no frozen copy beside the policy while it trains
     run = RegimeRun(
-        policy=policy, start_model=world.start_model, setup=method.setup, tokenizer=world.tokenizer,
+        policy=policy, start_model=None if standard else world.start_model,
+        setup=setup, tokenizer=world.tokenizer,
         rows=world.rows(method.regime.data) if method.regime.data else None,
         checkpoint=RunCheckpoint(spec.run_id, spec.train.checkpoint_every, guard=guard),
         generation_backend=suite.evaluate.backend,
     )
-    return policy, run_regime(method.regime.name, run, dict(spec.regime_hparams))
+    trained = run_regime(method.regime.name, run, dict(spec.regime_hparams))
+    return merged(policy), trained  # evaluation (and vLLM) take the adapters merged into the weights
 
 
 def estimate_plan(suite: Suite, specs: list[RunSpec]) -> dict[str, tuple[int, float]]:
@@ -623,6 +651,7 @@ def _manifest(spec: RunSpec, world: World) -> dict[str, Any]:
         "git_sha": _git_sha(), "hardware": _hardware(world.device),
         "truncated_sequences": {shape: data.truncated for shape, data in world._data.items()},
         "sampling": _sampling_record(spec, world), "fingerprint": world.fingerprint(),
+        "training": _training_record(spec, world.device),
         "data_loading": world.data_loading, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         **({"lm_eval": _lm_eval_record(spec, world)} if spec.evaluate.lm_eval_tasks else {}),
     }
@@ -635,6 +664,18 @@ def _lm_eval_record(spec: RunSpec, world: World) -> dict[str, Any]:
     chat = uses_chat_template(spec.evaluate.lm_eval_chat_template, world.tokenizer)
     return {"chat_template_setting": spec.evaluate.lm_eval_chat_template, "apply_chat_template": chat,
             "fewshot_as_multiturn": chat}
+
+
+def _training_record(spec: RunSpec, device: torch.device) -> dict[str, Any] | None:
+    """How the run trained: full fine-tune, LoRA or QLoRA, the precision on this device (auto
+    resolved) and gradient checkpointing; None for the start run."""
+    if not spec.trains:
+        return None
+    train = spec.train
+    kind = "full" if not train.peft.enabled else "qlora" if train.quantize == "nf4" else "lora"
+    return {"fine_tuning": kind, "precision": resolved_precision(train.precision, device.type),
+            "gradient_checkpointing": train.gradient_checkpointing,
+            "peft": asdict(train.peft) if train.peft.enabled else None, "quantize": train.quantize}
 
 
 def _sampling_record(spec: RunSpec, world: World) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,11 +57,38 @@ SANDBOX_MODELS = (SANDBOX, f"{SANDBOX}:base", f"{SANDBOX}:instruct")
 SANDBOX_VERSION = 5
 
 
-def setting(default: Any, *checks: Constraint, identity: bool = True) -> Any:
+UNLESS_DEFAULT = "unless-default"  # a setting's identity: part of a run's id only when changed
+
+
+def setting(default: Any, *checks: Constraint, identity: bool | str = True) -> Any:
     """A config field with the constraints its value must meet: declared here, next to the field,
     and checked generically by `parse_suite` for the suite file and `--set` alike. A field marked
-    identity=False changes speed, not results, and is not part of a run's identity."""
-    return field(default=default, metadata={"checks": checks, **({} if identity else {"identity": False})})
+    identity=False changes speed, not results, and is not part of a run's identity; one marked
+    identity=UNLESS_DEFAULT is part of it only when it differs from its default (a setting added
+    after runs were published: their ids stay as they were)."""
+    return field(default=default, metadata={"checks": checks, **({} if identity is True else {"identity": identity})})
+
+
+PRECISIONS = ("auto", "bf16-mixed", "bf16", "fp32")  # harness.memory.resolved_precision
+QUANTIZE = ("none", "nf4")  # train.quantize: the frozen base of a LoRA run, through bitsandbytes (CUDA)
+
+
+@dataclass(frozen=True)
+class PeftConfig:
+    """`train.peft`: LoRA adapters through peft (harness.train.adapters); r = 0 trains every weight."""
+
+    r: int = setting(0, non_negative())
+    alpha: float = setting(16.0, positive())
+    dropout: float = setting(0.0, in_range(0.0, 1.0, high_open=True))
+    target_modules: tuple[str, ...] = setting(("all-linear",))  # module names, or peft's "all-linear"
+
+    # The reference of a LoRA run is the base with the adapters disabled (harness.train.adapters):
+    # these peft settings train weights that disabling the adapters does not revert.
+    REFUSED = {"modules_to_save": "trains whole modules", "bias": "trains the base layers' biases"}
+
+    @property
+    def enabled(self) -> bool:
+        return self.r > 0
 
 
 @dataclass(frozen=True)
@@ -93,11 +120,38 @@ class TrainConfig:
     # Run the model on packed rows (shared prompts once, no padding; harness.data.packing) where it
     # supports that. Changes speed, not results (float rounding aside): not part of a run's identity.
     packing: bool = setting(True, identity=False)
+    # auto: bf16 autocast over fp32 weights on CUDA, fp32 on CPU; bf16-mixed; bf16 (weights,
+    # gradients and AdamW's moments); fp32. Part of a run's id when not auto.
+    precision: str = setting("auto", one_of(*PRECISIONS), identity=UNLESS_DEFAULT)
+    # Recompute each layer in the backward pass (non-reentrant): less memory, same results.
+    gradient_checkpointing: bool = setting(False, identity=False)
+    peft: PeftConfig = setting(PeftConfig(), identity=UNLESS_DEFAULT)
+    quantize: str = setting("none", one_of(*QUANTIZE), identity=UNLESS_DEFAULT)  # nf4: QLoRA (needs train.peft)
 
 
 def identity_fields(config) -> dict[str, Any]:
-    """A config's fields that determine results (those not marked identity=False)."""
-    return {f.name: getattr(config, f.name) for f in fields(config) if f.metadata.get("identity", True)}
+    """A config's fields that determine results: not those marked identity=False, nor those
+    marked UNLESS_DEFAULT at their default. A nested config gives its own identity fields."""
+    defaults = type(config)()
+    out = {}
+    for f in fields(config):
+        value, identity = getattr(config, f.name), f.metadata.get("identity", True)
+        if identity is False or identity == UNLESS_DEFAULT and value == getattr(defaults, f.name):
+            continue
+        out[f.name] = identity_fields(value) if is_dataclass(value) else value
+    return out
+
+
+@dataclass(frozen=True)
+class HardwareConfig:
+    """`hardware:` what a suite is sized for (harness.memory): `harness plan` predicts each run's
+    memory on it and its GPU-hours at `mfu`; `harness run` checks the visible device instead.
+    Not part of any run's identity."""
+
+    gpu: str = setting("")  # a name of harness.train.hardware.PEAK_BF16_FLOPS (H100, A100, ...); "": none stated
+    memory_gb: float = setting(80.0, positive())  # per GPU
+    gpus: int = setting(1, positive())  # data-parallel processes (accelerate launch), each holding a full replica
+    mfu: float = setting(0.4, in_range(0.0, 1.0, low_open=True))  # the model FLOP utilization GPU-hours assume
 
 
 @dataclass(frozen=True)
@@ -191,6 +245,7 @@ class Suite:
     budget: Budget = field(default_factory=Budget)
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluate: EvalConfig = field(default_factory=EvalConfig)
+    hardware: HardwareConfig = field(default_factory=HardwareConfig)
     plugins: tuple[str, ...] = ()
     # dotted key -> the `--set` text that gave it: errors found later name where a key came from
     overrides: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
@@ -219,10 +274,11 @@ class Suite:
 
 TOP_LEVEL_KEYS = {
     "name", "description", "sandbox", "model", "dataset", "data", "methods", "seeds", "budget", "train",
-    "evaluate", "plugins", "tune",
+    "evaluate", "plugins", "tune", "hardware",
 }
 # The sections read into a config dataclass; every field is checked by its declared constraints.
-SECTIONS: dict[str, type] = {"data": DataConfig, "budget": Budget, "train": TrainConfig, "evaluate": EvalConfig}
+SECTIONS: dict[str, type] = {"data": DataConfig, "budget": Budget, "train": TrainConfig, "evaluate": EvalConfig,
+                             "hardware": HardwareConfig}
 
 
 class Source:
@@ -347,6 +403,9 @@ def _strings(value: Any, src: Source, key: str, example: str) -> tuple[str, ...]
 # Checks that involve more than one key: (the check, the message); a message starts with the key
 # it names ("train.grad_accumulation = 3 must divide ..."), so an error says where that key came from.
 CROSS_CHECKS: list[tuple[Callable[[Suite], bool], Callable[[Suite], str]]] = [
+    (lambda s: s.train.quantize == "none" or s.train.peft.enabled,
+     lambda s: f"train.quantize = {s.train.quantize!r} quantizes a frozen base, which only LoRA has; set "
+               "train.peft.r (e.g. 16) or train.quantize=none"),
     (lambda s: s.train.batch_size % s.train.grad_accumulation == 0,
      lambda s: f"train.grad_accumulation = {s.train.grad_accumulation} must divide train.batch_size = "
                f"{s.train.batch_size} (each micro-batch gets batch_size / grad_accumulation examples)"),
@@ -409,6 +468,11 @@ def _section(raw: dict[str, Any], key: str, cls: type, src: Source):
     """A config section: unknown keys get a "did you mean", each value is coerced to its field's
     type and checked against the field's declared constraints (see `setting`)."""
     given = _mapping(raw.get(key), src, key)
+    refused = next((k for k in given if k in getattr(cls, "REFUSED", {})), None)
+    if refused is not None:
+        raise src.error(f"{key}.{refused}", f"{key}.{refused} is refused: it {cls.REFUSED[refused]}, which disabling "
+                                            "the adapters does not revert, so the base would no longer be the "
+                                            "reference; remove it")
     known = {f.name: f for f in fields(cls)}
     _reject_unknown(given, set(known), src, f"{key}.")
     defaults = cls()
@@ -416,6 +480,9 @@ def _section(raw: dict[str, Any], key: str, cls: type, src: Source):
     for name, value in given.items():
         dotted = f"{key}.{name}"
         default = getattr(defaults, name)
+        if is_dataclass(default):  # a nested section (train.peft)
+            values[name] = _section({dotted: value}, dotted, type(default), src)
+            continue
         if isinstance(default, tuple):  # a list of names: one name alone is a list of one
             values[name] = _strings(value, src, dotted, "[arc_easy]")
         else:

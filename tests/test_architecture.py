@@ -23,6 +23,7 @@ FLOORS: list[tuple[str, ...]] = [
     ("harness.cache", "harness.registry"),
     ("harness.sampling", "harness.mix_syntax", "harness.fingerprint"),
     ("harness.suite",),
+    ("harness.memory",),  # the memory model: a run's peak per device from its model's config alone
     ("harness.results",),
     ("harness.intervals", "harness.length_control"),
     ("harness.rank",),
@@ -37,6 +38,7 @@ FLOORS: list[tuple[str, ...]] = [
     ("harness.generation", "harness.models"),
     ("harness.sandbox",),
     ("harness.train", "harness.evaluate"),
+    ("harness.lifetimes",),  # when the start and reward models are loaded and released
     ("harness.runner", "harness.preflight"),  # preflight: the checks commands run before any work
     ("harness.tune",),  # the tuning stage: trials, selection and re-runs through the runner
     ("harness.prepared",),  # the precompute stage before a fan-out, through the runner's World

@@ -36,6 +36,16 @@ def test_train_throughput_runs_and_prints_a_ratio(capsys):
     assert steps == ["2"] * 4, out  # every side ran the steps it was asked for
 
 
+def test_memory_model_benchmark_stays_within_its_goal(capsys):
+    """benchmarks/memory_model.py at its first shape: every component predicted within 15 % of
+    the allocations torch's profiler records."""
+    script = load_script("memory_model")
+    assert script.main(["--shapes", "1"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    worst = re.fullmatch(r"largest deviation: (\d+)% \(goal: within 15%\)", last)
+    assert worst and int(worst.group(1)) <= 15, last
+
+
 def test_gpu_check_dry_run_executes_every_part(tmp_path, harness_cache, capsys):
     """benchmarks/gpu_check.py --dry-run: the GPU check's code on CPU at tiny sizes. Every part
     succeeds and its figures reach the one JSON file: harness vs TRL pairs/s and their ratio, the

@@ -70,9 +70,23 @@ def _lm_eval_lines(manifests: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _training_lines(manifests: dict[str, dict[str, Any]]) -> list[str]:
+    """Which kind of fine-tune each trained run was (full, LoRA, QLoRA), in which precision, with
+    the number of runs of each; manifests written before these were recorded give no line."""
+    kinds = Counter()
+    for manifest in manifests.values():
+        training = manifest.get("training")
+        if training:
+            peft = training.get("peft")
+            adapters = f" (r {peft['r']}, alpha {peft['alpha']:g}, on {', '.join(peft['target_modules'])})" if peft else ""
+            checkpointed = ", gradient checkpointing" if training.get("gradient_checkpointing") else ""
+            kinds[f"{training['fine_tuning']}{adapters}, {training['precision']}{checkpointed}"] += 1
+    return [f"Fine-tuning: {kind} ({runs} run{'s' if runs != 1 else ''})." for kind, runs in kinds.items()]
+
+
 def reproducibility_html(manifests: dict[str, dict[str, Any]]) -> str:
     """The section's HTML: sampling lines, then one row per distinct fingerprint."""
-    out = [f"<p>{esc(line)}</p>" for line in _sampling_lines(manifests)]
+    out = [f"<p>{esc(line)}</p>" for line in _sampling_lines(manifests) + _training_lines(manifests)]
     groups: dict[str, list[str]] = {}
     prints: dict[str, dict[str, Any]] = {}
     missing = 0

@@ -23,6 +23,7 @@ class StepCost:
     flops_policy: float = 0.0
     flops_reference: float = 0.0
     flops_generation: float = 0.0
+    flops_recomputed: float = 0.0  # gradient checkpointing's second forward: hardware work, not budget
 
     @property
     def flops(self) -> float:
@@ -47,6 +48,7 @@ class Accounting:
     flops_policy: float = 0.0
     flops_reference: float = 0.0
     flops_generation: float = 0.0
+    flops_recomputed: float = 0.0  # not in flops_total: the budget and MFU count the method's work only
 
     @property
     def flops_total(self) -> float:
@@ -60,6 +62,7 @@ class Accounting:
         self.flops_policy += cost.flops_policy
         self.flops_reference += cost.flops_reference
         self.flops_generation += cost.flops_generation
+        self.flops_recomputed += cost.flops_recomputed
 
     def used(self, kind: str) -> float:
         """How much of a budget of this kind has been used."""

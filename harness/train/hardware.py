@@ -19,14 +19,15 @@ PEAK_BF16_FLOPS = {
 }
 
 
-def autocast(device: torch.device):
-    """The precision of every training-time model pass: bf16 autocast on CUDA; fp32 on CPU, where
-    bf16 matmuls are far slower. (Called through the module, so a benchmark can replace it.)"""
-    from harness.generation import run_dtype
+def autocast(device: torch.device, precision: str = "auto"):
+    """The precision of every training-time model pass (train.precision): bf16 autocast under
+    bf16-mixed (auto on CUDA); none under fp32 (auto on CPU, where bf16 matmuls are far slower)
+    nor under pure bf16, whose weights are bf16 already. (Called through the module, so a
+    benchmark can replace it.)"""
+    from harness.memory import resolved_precision
 
-    dtype = run_dtype(device)
-    if dtype != torch.float32:
-        return torch.autocast(device.type, dtype=dtype)
+    if resolved_precision(precision, device.type) == "bf16-mixed":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from harness.data.batches import Batch, TrainData
 from harness.errors import HarnessError
 from harness.logprobs import CompletionStats, completion_stats
+from harness.models import enable_gradient_checkpointing
 from harness.losses import LossSpec
 from harness.needs import StepContext, loss_inputs_for, reference_runs_live
 from harness.suite import Budget, TrainConfig
@@ -113,6 +114,7 @@ def step_cost(batch: Batch, shape: ModelShape, setup: TrainSetup) -> StepCost:
         reference_tokens=int(lengths.sum()) if uses_reference else 0,
         flops_policy=shape.train_flops(trained) + shape.forward_flops(forward_only),
         flops_reference=shape.forward_flops(lengths) if uses_reference else 0.0,
+        flops_recomputed=shape.recompute_flops(trained) if setup.config.gradient_checkpointing else 0.0,
     )
 
 
@@ -150,6 +152,8 @@ def train_policy(policy: torch.nn.Module, setup: TrainSetup, checkpoint: PhaseCh
     """Train `policy` in place until the next step would exceed the phase's budget."""
     torch.manual_seed(setup.seed)
     device = next(policy.parameters()).device
+    if setup.config.gradient_checkpointing:
+        enable_gradient_checkpointing(policy)
     shape = ModelShape.of(policy)
     plan = forecast_phase(shape, setup)
     total_steps = plan.steps
@@ -221,7 +225,7 @@ def _optimizer_step(policy, optimizer, indices: list[int], setup: TrainSetup,
     sums: dict[str, float] = {}
     for chunk in micro_batches(indices, parts):
         batch = setup.data.collate(chunk, setup.pad_id, kl_pairs=setup.kl_pairs).to(device)
-        with hardware.autocast(device):
+        with hardware.autocast(device, setup.config.precision):
             stats, kl_stats = forward(policy, batch, setup)
         ctx = StepContext(batch, setup.data.shape, stats, kl_stats, setup.cached_reference, loss_state)
         out = setup.loss.fn(loss_inputs_for(setup.loss.needs, ctx), **setup.hparams)

@@ -36,7 +36,7 @@ class RegimeRun:
     """What a regime gets: the policy to train, the start model, the data and the run's settings."""
 
     policy: torch.nn.Module
-    start_model: torch.nn.Module  # frozen
+    start_model: torch.nn.Module | None  # frozen; None for the standard regime, which reads only setup.reference
     setup: TrainSetup  # the standard setup: the whole budget, the start model as reference
     tokenizer: Any
     rows: list[dict] | None = None  # the rows the regime declared it reads (SPIN: SFT demonstrations)
