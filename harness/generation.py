@@ -65,6 +65,11 @@ class Completion:
     token_logps: tuple[float, ...] | None = None
     truncated: bool = False
 
+    @property
+    def content_tokens(self) -> int:
+        """The completion's length as a reader counts it: its tokens without the stop token."""
+        return len(self.token_ids) - (0 if self.truncated else 1)
+
 
 def run_dtype(device: torch.device) -> torch.dtype:
     """The precision a run computes in on `device`: bf16 on CUDA (training's autocast over fp32

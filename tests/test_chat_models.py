@@ -131,12 +131,13 @@ def test_generation_stops_at_the_end_of_the_turn(family):
     [sample] = sample_completions(model, tok, [conversation(family)], greedy)
     handle.remove()
     assert sample.token_ids == (word, word, end) and not sample.truncated
+    assert sample.content_tokens == 2  # the length a reader counts leaves the end of turn out
     assert sample.text == tok.decode([word, word]) and cm.FAMILIES[family].end_of_turn not in sample.text
     stops = [tok.convert_tokens_to_ids(t) for t in cm.FAMILIES[family].generation_eos] + [tok.eos_token_id]
     handle = _steer(model, [word], forbid=stops)
     [endless] = sample_completions(model, tok, [conversation(family)], greedy)
     handle.remove()
-    assert endless.truncated and len(endless.token_ids) == 6
+    assert endless.truncated and len(endless.token_ids) == 6 and endless.content_tokens == 6
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -324,6 +325,8 @@ def test_a_chat_suite_stores_the_conversations_and_rescores_them_alike(tmp_path,
     assert first["prompt"].endswith("<|im_start|>assistant\n")  # the text the policy read
     assert not samples["completion"].str.contains("<|im_end|>", regex=False).any()
     assert samples["truncated"].dtype == bool
+    stops = (~samples["truncated"]).astype(int)  # the log-probs cover the end of turn, the length does not
+    assert (samples["token_logps"].map(len) == samples["completion_tokens"] + stops).all()
     before = samples.sort_values(["run_id", "prompt_id", "sample"])["reward"].to_numpy()
     rescore_suite(results, "chat", reward_model=str(rm), log=lambda _: None)
     again = pd.concat(pd.read_parquet(p) for p in (results / "chat").glob("*.samples.parquet"))

@@ -60,7 +60,9 @@ def test_a_run_stores_every_evaluator_and_the_lm_eval_task(stored):
         assert {"lm_eval/sandbox_grammar_mc/acc", "lm_eval/sandbox_grammar_mc/acc_norm"} <= keys
         table = samples[run_id]
         assert (table["reward_model"] == "gold").all()
-        assert [len(t) for t in table["token_logps"]] == table["completion_tokens"].tolist()
+        # The log-probs cover the stop token (ending the turn is part of π(y|x)); the length does not.
+        stops = (~table["truncated"]).astype(int)
+        assert [len(t) for t in table["token_logps"]] == (table["completion_tokens"] + stops).tolist()
         assert np.allclose([t.sum() for t in table["token_logps"]], table["policy_logp"], atol=1e-3)
         assert table["chosen_completion"].notna().all() and table["entropy"].gt(0).all()
 
@@ -162,3 +164,76 @@ def test_rescoring_is_all_or_nothing(stored, capsys, monkeypatch):
     assert err.count("\n") == 1 and "No space left on device" in err
     assert len(calls) == 2
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
+def test_a_table_that_counted_the_stop_token_is_recounted(stored):
+    """Before the `truncated` column, completion_tokens counted the stop token. Rescoring such a
+    table restores the length a reader counts and `truncated` as a new run stores them, exactly
+    wherever the text keeps every content token (decoding drops special tokens the tiny model
+    emits: at max_new_tokens such a sample is ambiguous and counts as cut)."""
+    from harness.evaluate.rescore import rescore_run
+    from harness.results import ResultStore
+
+    root, _ = stored
+    store = ResultStore(root / "results", "tiny_rescore")
+    run_id = store.run_ids()[0]
+    table = pd.read_parquet(store.samples_path(run_id))
+    length_before = _length_row(pd.read_parquet(store.metrics_path(run_id)))
+    old = table.drop(columns=["truncated"])
+    old["completion_tokens"] = table["completion_tokens"] + (~table["truncated"]).astype(int)
+    old.to_parquet(store.samples_path(run_id))
+    rescore_run(store, run_id, judge=None)
+    again = pd.read_parquet(store.samples_path(run_id))
+    words = table["completion"].map(lambda text: len(text.split()))
+    exact = (words == table["completion_tokens"]) | ~table["truncated"] & (table["completion_tokens"] < 11)
+    assert exact.mean() > 0.9  # the check below covers most samples
+    assert (again["completion_tokens"] == table["completion_tokens"])[exact].all()
+    assert (again["truncated"] == table["truncated"])[exact].all()
+    wrong = (again["completion_tokens"] != table["completion_tokens"]).sum()
+    length_after = _length_row(pd.read_parquet(store.metrics_path(run_id)))
+    assert length_after[0] == pytest.approx(length_before[0], abs=wrong / len(table) + 1e-12)
+
+
+def _length_row(metrics: pd.DataFrame) -> list[float]:
+    row = metrics[(metrics["evaluator"] == "length") & (metrics["metric"] == "completion_tokens")].iloc[0]
+    return [row["value"], row["stderr"], row["ci_low"], row["ci_high"]]
+
+
+def test_the_recount_rule_by_hand():
+    """Shorter than max_new_tokens (here 4): it ended, one less. At the limit: on the sandbox the
+    text's words decide (one per content token); elsewhere, or when they match neither, cut."""
+    from harness.evaluate.rescore import recount_without_stop_token
+
+    old = pd.DataFrame({"completion_tokens": [3, 4, 4, 4], "completion": ["a b", "a b c", "a b c d", "a b"]})
+    spec = {"evaluate": {"max_new_tokens": 4}}
+    sandbox = recount_without_stop_token(old, {"spec": {**spec, "model": "sandbox:instruct"}})
+    assert sandbox["completion_tokens"].tolist() == [2, 3, 4, 4]
+    assert sandbox["truncated"].tolist() == [False, False, True, True]
+    other = recount_without_stop_token(old, {"spec": {**spec, "model": "Qwen/Qwen2.5-0.5B-Instruct"}})
+    assert other["completion_tokens"].tolist() == [2, 4, 4, 4]
+    assert other["truncated"].tolist() == [False, True, True, True]
+
+
+def test_rescoring_a_suite_covers_its_tuning_folders(stored, capsys):
+    """A tuned suite's trials (validation prompts) are rescored with the suite, keeping their split."""
+    import shutil
+
+    from harness.results import ResultStore
+
+    root, store = stored
+    suite = ResultStore(root / "results", "tiny_rescore")
+    trial = suite.inner("tuning", "trials")
+    trial.folder.mkdir(parents=True)
+    run_id = suite.run_ids()[0]
+    for path in (suite.metrics_path(run_id), suite.samples_path(run_id), suite.manifest_path(run_id)):
+        shutil.copy(path, trial.folder / path.name)
+    metrics = pd.read_parquet(trial.metrics_path(run_id))
+    metrics.loc[metrics["split"] == "eval", "split"] = "validation"
+    metrics.to_parquet(trial.metrics_path(run_id))
+    try:
+        assert main(["evaluate", "tiny_rescore", "--rescore", "--no-report", *store]) == 0
+        assert "3 runs rescored" in capsys.readouterr().out
+        again = pd.read_parquet(trial.metrics_path(run_id))
+        assert set(again["split"]) <= {"validation", "train"} and "length" in set(again["evaluator"])
+    finally:
+        shutil.rmtree(trial.folder.parent)

@@ -185,7 +185,7 @@ def sample_frame(prompts: list[Prompt], samples: list[Completion], rewards: np.n
         rows.append({
             "prompt_id": p, "sample": s.sample, "prompt": shown[p],
             "messages": prompts[p] if is_conversation(prompts[p]) else None,
-            "completion": s.text, "completion_tokens": len(s.token_ids), "truncated": s.truncated, "reward": reward,
+            "completion": s.text, "completion_tokens": s.content_tokens, "truncated": s.truncated, "reward": reward,
             "baseline_completion": baseline.completions[p * n + s.sample],
             "baseline_reward": float(base_rewards[p * n + s.sample]),
             "outcome": float(pairwise_outcomes(reward, base_rewards[p * n + s.sample])),

@@ -31,6 +31,7 @@ from harness.evaluate.reward_models import RewardModel, load_reward_model, rewar
 from harness.results import ResultStore
 from harness.results.store import StagedRun
 from harness.results.schema import ACCOUNTING_COLUMNS, IDENTITY_COLUMNS, samples_schema
+from harness.plan import VALIDATION
 from harness.suite import EvalConfig
 
 # Sample columns added after the first schema, with what an older file stands for.
@@ -65,15 +66,45 @@ def _read(path: Path) -> pd.DataFrame:
         raise HarnessError(f"{path}: unreadable parquet ({err})") from None
 
 
-def _complete_samples(samples: pd.DataFrame, run_id: str) -> pd.DataFrame:
+def _complete_samples(samples: pd.DataFrame, run_id: str, manifest: dict[str, Any] | None = None) -> pd.DataFrame:
     """Samples with every column of the current schema (older files lack the later ones)."""
     samples = samples.copy()
+    if "truncated" not in samples.columns:
+        samples = recount_without_stop_token(samples, manifest)
     for name, value in _LATER_SAMPLE_COLUMNS.items():
         if name not in samples.columns:
             samples[name] = [value] * len(samples)
     if "run_id" not in samples.columns:
         samples["run_id"] = run_id
     return samples[samples_schema().names]
+
+
+def recount_without_stop_token(samples: pd.DataFrame, manifest: dict[str, Any] | None) -> pd.DataFrame:
+    """A table stored before the `truncated` column, whose completion_tokens counted the stop
+    token, with the length a reader counts (harness.generation.Completion.content_tokens) and
+    `truncated` filled in.
+
+    A sample shorter than max_new_tokens can only have ended by its stop token: one token less.
+    One at the limit either ended with its last token or was cut there. On the sandbox, whose
+    tokenizer is word-level, the text tells which: it has one word per content token. Where the
+    words match neither, and for any other tokenizer, the sample counts as cut, the common case
+    at the limit (85 % of the published sandbox suites'). The text drops special tokens (<unk>,
+    <pad>, <bos>), so a cut sample that emitted one reads as ended: about 0.05 % of the published
+    samples below the limit drop one, so a handful of the 16,571 at it may be off by one token."""
+    spec = (manifest or {}).get("spec") or {}
+    limit = int((spec.get("evaluate") or {}).get("max_new_tokens", EvalConfig().max_new_tokens))
+    counted = samples["completion_tokens"].to_numpy(np.int64)
+    at_limit = counted >= limit
+    if str(spec.get("model", "")).split(":")[0] == "sandbox":
+        words = samples["completion"].map(lambda text: len(str(text).split())).to_numpy(np.int64)
+        ended_at_limit = at_limit & (words == counted - 1)
+    else:
+        ended_at_limit = np.zeros(len(samples), dtype=bool)
+    truncated = at_limit & ~ended_at_limit
+    out = samples.copy()
+    out["truncated"] = truncated
+    out["completion_tokens"] = counted - (~truncated).astype(np.int64)
+    return out
 
 
 def _eval_config(manifest: dict[str, Any] | None) -> EvalConfig:
@@ -101,16 +132,18 @@ def stage_rescore(store: ResultStore, run_id: str, judge: RewardModel | None) ->
     """One run's rescored files, written aside (harness.results.store.StagedRun), and the number
     of metric rows; nothing stored changes until the caller commits."""
     metrics = _read(store.metrics_path(run_id))
-    samples = _complete_samples(_read(store.samples_path(run_id)), run_id)
     manifest = store.read_manifest(run_id) or {}
+    samples = _complete_samples(_read(store.samples_path(run_id)), run_id, manifest)
     config = _eval_config(manifest)
     if judge is not None:
         samples = rescored(samples, judge)
     scored = scored_from_samples(samples, bootstrap=config.bootstrap, seed=config.seed)
-    sample_based = metrics["split"].eq("eval") & metrics["evaluator"].isin(EVALUATORS.names())
+    sample_based = metrics["split"].isin(["eval", VALIDATION]) & metrics["evaluator"].isin(EVALUATORS.names())
     old_steps = metrics.loc[sample_based, "step"]
     step = int(old_steps.max()) if len(old_steps) else int(metrics["optimizer_steps"].iloc[0])
     fresh = pd.DataFrame(metric_rows(scored, step))
+    # A tuning trial's samples are of the validation prompts: its rows keep that split.
+    fresh["split"] = metrics.loc[sample_based, "split"].iloc[0] if sample_based.any() else "eval"
     for column in (*IDENTITY_COLUMNS, *ACCOUNTING_COLUMNS):
         fresh[column] = metrics[column].iloc[0]
     kept = metrics[~sample_based]
@@ -123,30 +156,36 @@ def stage_rescore(store: ResultStore, run_id: str, judge: RewardModel | None) ->
 
 def rescore_suite(results_root: Path, suite: str, *, reward_model: str | None = None,
                   log: Callable[[str], Any] = print) -> int:
-    """Rescore every stored run of `suite` that has a samples table; returns how many were.
+    """Rescore every stored run of `suite` that has a samples table, those of its tuning folders
+    too (harness.results.ResultStore.nested); returns how many were.
 
     All or nothing, so that a suite is never judged by two reward models: every run is claimed
     (its lock) and rescored into files written aside first; only when every run has succeeded are
     they renamed in. A failure part-way deletes what was written aside and changes nothing."""
     store = ResultStore(results_root, suite)
-    store.check_intact()
-    run_ids = store.run_ids()
-    if not run_ids:
+    stores = [store, *store.nested()] if store.folder.is_dir() else [store]
+    for each in stores:
+        each.check_intact()
+    if not store.run_ids():
         raise HarnessError(f"{store.folder}: no runs stored; run `harness run suites/{suite}.yaml` first")
-    todo = [r for r in run_ids if store.samples_path(r).exists()]
-    for run_id in sorted(set(run_ids) - set(todo)):
-        log(f"  {run_id}: no samples table stored; skipped")
+    todo = []
+    for each in stores:
+        for run_id in each.run_ids():
+            if each.samples_path(run_id).exists():
+                todo.append((each, run_id))
+            else:
+                log(f"  {run_id}: no samples table stored; skipped")
     judges: dict[tuple[str, float, float], MemoJudge] = {}
     locks, staged = [], []
     try:
-        for run_id in todo:
-            lock = store.try_lock(run_id)
+        for each, run_id in todo:
+            lock = each.try_lock(run_id)
             if lock is None:
-                raise HarnessError(f"{store.manifest_path(run_id)}: being written by another process; nothing was "
+                raise HarnessError(f"{each.manifest_path(run_id)}: being written by another process; nothing was "
                                    "rescored, try again when it has finished")
             locks.append(lock)
-        for run_id in todo:
-            manifest = store.read_manifest(run_id)
+        for each, run_id in todo:
+            manifest = each.read_manifest(run_id)
             judge = None
             if reward_model is not None:
                 key = (reward_model, *_gold_weights(manifest))
@@ -154,10 +193,11 @@ def rescore_suite(results_root: Path, suite: str, *, reward_model: str | None = 
                     judges[key] = MemoJudge(load_reward_model(reward_model, length_weight=key[1],
                                                               fluency_weight=key[2], where="--reward-model"))
                 judge = judges[key]
-            run_staged, rows = stage_rescore(store, run_id, judge)
+            run_staged, rows = stage_rescore(each, run_id, judge)
             staged.append(run_staged)
-            log(f"  {run_id} {(manifest or {}).get('label', '?')}: {rows} metric rows recomputed"
-                + (f" with reward model {reward_model!r}" if reward_model else ""))
+            where = each.folder.relative_to(store.folder).as_posix()
+            log(f"  {'' if where == '.' else where + '/'}{run_id} {(manifest or {}).get('label', '?')}: "
+                f"{rows} metric rows recomputed" + (f" with reward model {reward_model!r}" if reward_model else ""))
         for run_staged in staged:  # renames only: every file is already written
             run_staged.commit()
     finally:

@@ -132,7 +132,7 @@ COLUMN_DOCS: dict[str, str] = {
     "messages": "the prompt's conversation, a list of {role, content} (null for a text prompt)",
     "truncated": "whether the completion never ended its turn: cut at max_new_tokens, no stop token",
     "completion": "the policy's sampled completion (its text, without the stop token)",
-    "completion_tokens": "its length in tokens",
+    "completion_tokens": "its length in tokens, without the stop token",
     "reward": "reward of the completion under the suite's reward model (gold by default)",
     "baseline_completion": "the starting model's completion for the same prompt and sample index",
     "baseline_reward": "reward of the baseline completion (same judge)",

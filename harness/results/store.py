@@ -99,6 +99,16 @@ class ResultStore:
         store.folder = self.folder.joinpath(*(check_name(p, "results sub-folder") for p in parts))
         return store
 
+    def nested(self) -> list[ResultStore]:
+        """The stores in folders inside this one that hold runs (a tuned suite's trials, defaults
+        and superseded finals), at any depth: a folder counts when a run in it has a manifest."""
+        found = []
+        for folder in sorted(p for p in self.folder.rglob("*") if p.is_dir()):
+            store = self.inner(*folder.relative_to(self.folder).parts)
+            if any(store.manifest_path(r).exists() for r in store.run_ids()):
+                found.append(store)
+        return found
+
     def _path(self, run_id: str, suffix: str) -> Path:
         return self.folder / f"{check_name(run_id, 'run id')}{suffix}"
 
