@@ -89,7 +89,7 @@ def recount_without_stop_token(samples: pd.DataFrame, manifest: dict[str, Any] |
     tokenizer is word-level, the text tells which: it has one word per content token. Where the
     words match neither, and for any other tokenizer, the sample counts as cut, the common case
     at the limit (85 % of the published sandbox suites'). The text drops special tokens (<unk>,
-    <pad>, <bos>), so a cut sample that emitted one reads as ended: about 0.05 % of the published
+    <pad>, <bos>), so a cut sample that emitted one reads as ended: about 0.03 % of the published
     samples below the limit drop one, so a handful of the 16,571 at it may be off by one token."""
     spec = (manifest or {}).get("spec") or {}
     limit = int((spec.get("evaluate") or {}).get("max_new_tokens", EvalConfig().max_new_tokens))
