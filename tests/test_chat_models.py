@@ -33,13 +33,16 @@ def conversation(family: str) -> list[dict]:
 # Written out by hand from the families' published templates: what the policy is trained on after
 # its generation prompt (the reply and the template's end of turn, nothing appended), and what a
 # reward model of the family reads for [prompt messages, assistant reply].
+# What the policy trains on: the reply through the token that ends its turn, where generation stops.
 COMPLETION_TEXT = {
     "llama3": "paris is the capital .<|eot_id|>",
-    "qwen2": "paris is the capital .<|im_end|>\n",
+    "qwen2": "paris is the capital .<|im_end|>",
     "mistral": "paris is the capital .</s>",
-    "gemma2": "paris is the capital .<end_of_turn>\n",
-    "phi3": "paris is the capital .<|end|>\n<|endoftext|>",
+    "gemma2": "paris is the capital .<end_of_turn>",
+    "phi3": "paris is the capital .<|end|>",
 }
+# What the template writes after it, which a sampled completion never has.
+AFTER_THE_TURN = {"llama3": "", "qwen2": "\n", "mistral": "", "gemma2": "\n", "phi3": "\n<|endoftext|>"}
 REWARD_TEXT = {
     "llama3": "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nyou are helpful<|eot_id|>"
               "<|start_header_id|>user<|end_header_id|>\n\nwhat is the capital of france ?<|eot_id|>"
@@ -71,8 +74,9 @@ def test_one_bos_and_one_end_of_turn_per_template(family):
             assert tok.bos_token_id is None
         assert tok.decode(tail) == COMPLETION_TEXT[family]
         assert tail.count(tok.convert_tokens_to_ids(spec.end_of_turn)) == 1
+        assert tok.convert_ids_to_tokens(tail[-1]) == spec.end_of_turn and spec.end_of_turn in spec.generation_eos
         # the policy's rendering of the whole conversation, as its family's reward model reads it
-        assert tok.decode(head) + COMPLETION_TEXT[family] == REWARD_TEXT[family]
+        assert tok.decode(head) + COMPLETION_TEXT[family] + AFTER_THE_TURN[family] == REWARD_TEXT[family]
         assert prompt_ids(tok, conversation(family)) == head
 
 
@@ -299,8 +303,8 @@ def test_plan_shows_what_each_model_reads(tmp_path, harness_cache, capsys):
     prompt = ("<|im_start|>system\\nyou are helpful<|im_end|>\\n<|im_start|>user\\nwhat is the capital of france ? 0"
               "<|im_end|>\\n<|im_start|>assistant\\n")
     assert f"  prompt:     '{prompt}'" in out and f"Generation prompt (evaluation prompt 0; " in out
-    assert "  completion: 'paris is the capital .<|im_end|>\\n'" in out
-    assert "|[ .]|[<|im_end|>]|[\\n]\n" in out  # the mask covers the reply and its end of turn, once
+    assert "  completion: 'paris is the capital .<|im_end|>'" in out
+    assert "|[ .]|[<|im_end|>]\n" in out  # the mask covers the reply and its end of turn, once
     assert "|{ .}|{<|im_end|>}|\\n|<|im_start|>|u|s|er|" in out  # SDPO's segment: agent content and end of turn
     reward = REWARD_TEXT["llama3"].replace(QUESTION, f"{QUESTION} 0").replace("\n", "\\n")
     assert f"  '{reward}'" in out.splitlines()

@@ -32,7 +32,7 @@ from harness.data.tokenize import Prompt, distinct_prompts, prompt_key
 from harness.errors import HarnessError
 from harness.suite import DataConfig
 
-LOADER_VERSION = 3  # 3: conversations kept as messages; bump when loading would produce different rows or files from the same source
+LOADER_VERSION = 4  # 3: conversations kept as messages; 4: a reply ends at its end-of-turn token (truncation counts); bump when loading would produce different rows or files from the same source
 # runner shape -> (loading shape, file name, split attribute of DataConfig); every one optional,
 # but training needs pairs or unpaired rows, and evaluation prompts from pairs or unpaired rows.
 SHAPES = {

@@ -76,6 +76,17 @@ def assistant_turn(tokenizer, messages: list[dict], content: str) -> str:
     return full[len(head):]
 
 
+def _after_end_of_turn(tokenizer, messages: list[dict]) -> list[int]:
+    """What a template writes after the special token that ends an assistant turn, such as the
+    newline of ChatML's `<|im_end|>\n` and Gemma's `<end_of_turn>\n`. Generation stops at that
+    token, so a sampled completion never has what follows: a training completion leaves it out
+    too, or SPIN's generated and dataset completions would differ in it and nothing else."""
+    ending = _text_ids(tokenizer, assistant_turn(tokenizer, messages, ""))
+    special = set(tokenizer.all_special_ids) | {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
+    first = next((k for k, i in enumerate(ending) if i in special), None)
+    return [] if first is None else ending[first + 1:]
+
+
 def _text_ids(tokenizer, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
@@ -91,10 +102,12 @@ def prompt_ids(tokenizer, prompt: Prompt) -> list[int]:
 
 
 def completion_ids(tokenizer, completion: str, prompt: Prompt = "") -> list[int]:
-    """The completion's ids: after a conversation, the template's assistant turn (which ends the
-    turn itself); after a text, the text and one EOS."""
+    """The completion's ids: after a conversation, the template's assistant turn through its
+    end-of-turn token; after a text, the text and one EOS."""
     if is_conversation(prompt):
-        return _text_ids(tokenizer, assistant_turn(tokenizer, prompt, completion))
+        turn = _text_ids(tokenizer, assistant_turn(tokenizer, prompt, completion))
+        after = _after_end_of_turn(tokenizer, prompt)
+        return turn[: len(turn) - len(after)] if after and turn[-len(after):] == after else turn
     ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
     eos = tokenizer.eos_token_id
     return list(ids) if ids and ids[-1] == eos else ids + [eos]
