@@ -26,6 +26,11 @@ from harness.train.hardware import PEAK_BF16_FLOPS
 
 
 def architecture(model: str, folder: str | None = None) -> Architecture:
+    from harness.suite import SANDBOX_MODELS
+
+    if folder is None and model in SANDBOX_MODELS:  # no config anywhere before the sandbox is built
+        raise HarnessError(f"model {model!r}: the sandbox's models are built on the first run; "
+                           "`harness sandbox build` first, then plan again")
     return Architecture.from_config(model_config(model, folder), where=f"model {model!r}")
 
 
