@@ -329,7 +329,13 @@ def what_would_fit(arch: Architecture, shape: RunShape, device: Device, reward: 
                        (f"{fsdp} with checkpointing", replace(shape, shards=device.count, checkpointing=True))]
     if shape.device_type != "cuda":
         options = [o for o in options if "nf4" not in o[0]]
-    return [name for name, option in options if fits(predict(arch, option, reward=reward), device)]
+    named, seen = [], [shape]  # an option the run already has (checkpointing on) is not named
+    for name, option in options:
+        if option not in seen:
+            seen.append(option)
+            if fits(predict(arch, option, reward=reward), device):
+                named.append(name)
+    return named
 
 
 def gpu_hours(flops: float, peak_flops: float, mfu: float) -> float:

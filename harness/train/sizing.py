@@ -2,7 +2,8 @@
 
 `harness plan` prints `predict_run` for each run on the suite's stated hardware (or the visible
 device); `harness run` calls `check_devices` first, which refuses, with one line each:
-train.quantize off CUDA, hardware.gpus or train.distributed.gpus past the visible GPUs, bf16 on a GPU without it, LoRA
+train.quantize off CUDA, hardware.gpus or train.distributed.gpus past the visible GPUs, a method
+FSDP cannot shard (its regime reads the policy between steps), bf16 on a GPU without it, LoRA
 target modules the model does not have, and a run whose predicted peak does not fit the visible
 device (naming the settings that would make it fit).
 """
@@ -118,13 +119,13 @@ def check_devices(suite: Suite, specs: list[RunSpec], model_folders: dict[str, s
     if train.quantize != "none" and not cuda:
         raise HarnessError(f"{suite.where('train.quantize')}: train.quantize = {train.quantize!r} needs a CUDA GPU "
                            "(bitsandbytes); none is visible: set train.quantize=none")
-    if suite.hardware.gpu and suite.hardware.gpus > max(device.count, 1 if cuda else 0):
-        raise HarnessError(f"{suite.where('hardware.gpus')}: hardware.gpus = {suite.hardware.gpus} but {device.count} "
-                           "GPU(s) are visible; run where that many are, or lower hardware.gpus")
     if cuda and train.distributed.processes > device.count:  # on CPU, gpus: N means N gloo processes
         raise HarnessError(f"{suite.where('train.distributed.gpus')}: train.distributed.gpus = "
                            f"{train.distributed.gpus} but {device.count} GPU(s) are visible; run where that many "
                            "are (submit asks the executor for them), or lower train.distributed.gpus")
+    if suite.hardware.gpu and suite.hardware.gpus > max(device.count, 1 if cuda else 0):
+        raise HarnessError(f"{suite.where('hardware.gpus')}: hardware.gpus = {suite.hardware.gpus} but {device.count} "
+                           "GPU(s) are visible; run where that many are, or lower hardware.gpus")
     for needed, package, extra in ((train.peft.enabled, "peft", "peft"), (train.quantize == "nf4", "bitsandbytes", "qlora")):
         if needed and importlib.util.find_spec(package) is None:
             key = "train.peft" if package == "peft" else "train.quantize"
@@ -134,6 +135,7 @@ def check_devices(suite: Suite, specs: list[RunSpec], model_folders: dict[str, s
     if cuda and precision.startswith("bf16") and not torch.cuda.is_bf16_supported():
         raise HarnessError(f"{suite.where('train.precision')}: train.precision = {train.precision!r} computes in bf16, "
                            f"which {device.name} does not support; set train.precision=fp32")
+    _check_sharded_methods(suite, specs)
     folders = model_folders or {}
     for spec in specs:
         if not _shape_known(spec.model, folders.get(spec.model)):
@@ -149,6 +151,17 @@ def check_devices(suite: Suite, specs: list[RunSpec], model_folders: dict[str, s
             raise HarnessError(f"{suite.path}: run {spec.label()} ({spec.run_id}) needs {prediction.describe()} per "
                                f"device, more than {HEADROOM:.0%} of {device.describe()}; fits with: "
                                f"{'; '.join(fixes) if fixes else 'none of LoRA, checkpointing or micro-batch 1 alone: more memory per GPU'}")
+
+
+def _check_sharded_methods(suite: Suite, specs: list[RunSpec]) -> None:
+    """A run sharded with FSDP whose regime reads the policy between optimizer steps is refused."""
+    for spec in specs:
+        if spec.gpus_per_run() > 1:
+            regime = REGIMES.get(get_loss(spec.method).regime)
+            if regime.reads_policy_between_steps:
+                raise HarnessError(f"{suite.where('train.distributed')}: method {spec.method!r} (regime "
+                                   f"{regime.name!r}) reads the policy between optimizer steps, which FSDP holds "
+                                   "only sharded; run it in a suite without train.distributed")
 
 
 def _shape_known(model: str, folder: str | None) -> bool:
