@@ -250,7 +250,7 @@ def _print_memory_plan(suite, specs) -> None:
         verdict = "fits" if fits(prediction, device) else "DOES NOT FIT"
         sharded_over = spec.train.distributed.processes if spec.trains else 1
         if sharded_over > 1:
-            verdict += f" (FSDP over {sharded_over})"
+            verdict += f" (FSDP over {sharded_over}: training {prediction.training_peak / GIB:.0f} GiB)"
         elif stated and hw.gpus > 1 and spec.trains and not spec.train.peft.enabled:  # what sharding would give
             sharded = predict_run(spec, suite, "cuda", folders.get(spec.model), shards=hw.gpus)
             verdict += (f" ({sharded.peak / GIB:.0f} GiB with train.distributed={{strategy: fsdp, "

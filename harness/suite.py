@@ -442,6 +442,9 @@ CROSS_CHECKS: list[tuple[Callable[[Suite], bool], Callable[[Suite], str]]] = [
     (lambda s: s.train.distributed.processes == 1 or not s.train.peft.enabled,
      lambda s: "train.distributed shards a full fine-tune's weights, gradients and AdamW state; a LoRA run's "
                "are small: remove train.distributed (or train.peft)"),
+    (lambda s: s.train.distributed.processes == 1 or s.tune is None,
+     lambda s: "train.distributed is not wired for a suite with a tune: section (its trials are proposed as "
+               "results arrive, by one process); remove train.distributed or tune:"),
     (lambda s: s.train.batch_size % s.train.grad_accumulation == 0,
      lambda s: f"train.grad_accumulation = {s.train.grad_accumulation} must divide train.batch_size = "
                f"{s.train.batch_size} (each micro-batch gets batch_size / grad_accumulation examples)"),

@@ -93,13 +93,13 @@ def test_run_ids_change_only_when_a_new_setting_is_changed():
 def test_run_refuses_a_run_that_does_not_fit_naming_what_would(monkeypatch, tmp_path):
     from harness.train import sizing
 
-    suite = load_suite("suites/insights-mistral-7b.yaml")
+    suite = load_suite("suites/insights-mistral-7b.yaml", ["train.distributed.strategy=none"])  # a replica per GPU
     specs = plan_suite(suite)
     monkeypatch.setattr(sizing, "visible_device", lambda: Device("NVIDIA H100 80GB HBM3", 80 * GIB, 8))
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
     with pytest.raises(HarnessError, match=r"run dpo \(\w{12}\) needs .* fits with: .*train.peft"):
         sizing.check_devices(suite, specs)
-    lora = load_suite("suites/insights-mistral-7b.yaml", ["train.peft.r=16"])
+    lora = load_suite("suites/insights-mistral-7b.yaml", ["train.distributed.strategy=none", "train.peft.r=16"])
     sizing.check_devices(lora, plan_suite(lora))
 
 
