@@ -298,7 +298,7 @@ def run_specs(suite: Suite, specs: list[RunSpec], store: ResultStore, world: Wor
               what: str | None = None, announce: bool = True) -> SuiteOutcome:
     """Run each of `specs` not stored in `store` yet, claiming each with a lock first (a lease)."""
     todo = [s for s in specs if not store.has_result(s.run_id)]
-    if announce:
+    if announce and is_main():  # once, not once per process of a multi-process launch
         log(f"{what or suite.name}: {len(specs)} runs planned, {len(specs) - len(todo)} stored, {len(todo)} to run")
     outcome = SuiteOutcome([RunOutcome(s, "stored") for s in specs if s not in todo])
     if not todo:

@@ -185,13 +185,14 @@ def write_back(trained: torch.nn.Module, policy: torch.nn.Module) -> None:
             mine[name].data = param.full_tensor().detach().clone()
 
 
-def full_weights(trained: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The whole model's weights on the main process, on CPU (collective under FSDP; empty on the
-    other processes): what a checkpoint saves."""
+def full_weights(trained: torch.nn.Module, policy: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The policy's whole weights, what a checkpoint saves: gathered from `trained`, its FSDP copy,
+    to the main process on CPU (collective; empty on the other processes), or the policy's own
+    (which a DDP wrapper trains in place; its own names lack the wrapper's `module.`)."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     if not is_fsdp(trained):
-        return trained.state_dict()
+        return policy.state_dict()
     return get_model_state_dict(trained, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 

@@ -198,7 +198,7 @@ def train_policy(policy: torch.nn.Module, setup: TrainSetup, checkpoint: PhaseCh
         if done % setup.config.log_every == 0 or done == 1:
             result.curve.append(_curve_row(done + setup.step_offset, metrics, scheduler, result.accounting, setup.budget))
         if checkpoint is not None and checkpoint.store.due(done):  # every process: FSDP gathers the state
-            _save(checkpoint, trained, setup, optimizer, scheduler, result, loss_state, started)
+            _save(checkpoint, trained, policy, setup, optimizer, scheduler, result, loss_state, started)
     bar.close()
     write_back(trained, policy)  # an FSDP copy's weights into the policy, on every process
     policy.eval()
@@ -211,11 +211,11 @@ def train_policy(policy: torch.nn.Module, setup: TrainSetup, checkpoint: PhaseCh
     return result
 
 
-def _save(checkpoint: PhaseCheckpoint, trained, setup: TrainSetup, optimizer, scheduler, result: TrainResult,
-          loss_state, started: float) -> None:
+def _save(checkpoint: PhaseCheckpoint, trained, policy, setup: TrainSetup, optimizer, scheduler,
+          result: TrainResult, loss_state, started: float) -> None:
     """Called on every process (under FSDP the weights and optimizer state are gathered from all);
     the main process writes."""
-    weights, optimizer_saved = full_weights(trained), optimizer_state(trained, optimizer)
+    weights, optimizer_saved = full_weights(trained, policy), optimizer_state(trained, optimizer)
     if not is_main():
         return
     state = {
