@@ -195,7 +195,7 @@ def fsdp_child(args: argparse.Namespace) -> None:
     data = paired_from_rows(tokenizer, rows, bench.max_length)
     wrappers = []
     wrap = loop.wrap_for_training
-    loop.wrap_for_training = lambda model: wrappers.append(wrap(model)) or wrappers[-1]
+    loop.wrap_for_training = lambda model, *strategy: wrappers.append(wrap(model, *strategy)) or wrappers[-1]
     reset_peak_memory(device)
     started = time.perf_counter()
     loss = get_loss("dpo")

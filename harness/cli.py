@@ -101,6 +101,7 @@ def _store_args(p: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what a relaunch under torchrun repeats
     try:
         return COMMANDS[args.command](args)
     except HarnessError as err:
@@ -141,6 +142,12 @@ def cmd_run(args) -> int:
     from harness.train.sizing import check_devices, model_folders
 
     check_devices(suite, specs, model_folders(suite))  # the device and each run's memory, before anything loads
+    from harness.train.distributed import launch, launched_distributed
+
+    processes = suite.train.distributed.processes
+    if processes > 1 and not launched_distributed():  # the runs train sharded: this command again, in N processes
+        print(f"{suite.name}: training each run over {processes} processes (torchrun, FSDP)")
+        return 0 if launch(processes, ["-m", "harness.cli", *args.argv]) == 0 else EXIT_RUN_FAILED
     unmet: list[str] = []
     if suite.tune and scale:
         raise HarnessError(f"{suite.path}: --shard splits a fixed plan, but a tuned suite's trials follow from earlier "
@@ -241,9 +248,13 @@ def _print_memory_plan(suite, specs) -> None:
             print(f"{spec.run_id:<12}  {spec.label():<28} ?: {err}")
             continue
         verdict = "fits" if fits(prediction, device) else "DOES NOT FIT"
-        if stated and hw.gpus > 1 and spec.trains and not spec.train.peft.enabled:  # the FSDP variant
+        sharded_over = spec.train.distributed.processes if spec.trains else 1
+        if sharded_over > 1:
+            verdict += f" (FSDP over {sharded_over}: training {prediction.training_peak / GIB:.0f} GiB)"
+        elif stated and hw.gpus > 1 and spec.trains and not spec.train.peft.enabled:  # what sharding would give
             sharded = predict_run(spec, suite, "cuda", folders.get(spec.model), shards=hw.gpus)
-            verdict += f" ({sharded.peak / GIB:.0f} GiB under FSDP over {hw.gpus})"
+            verdict += (f" ({sharded.peak / GIB:.0f} GiB with train.distributed={{strategy: fsdp, "
+                        f"gpus: {hw.gpus}}})")
         gpu_time = ""
         if hours and spec.trains:
             flops = budget_flops_bound(spec, architecture(spec.model, folders.get(spec.model)))

@@ -309,8 +309,8 @@ def fits(prediction: Prediction, device: Device) -> bool:
 
 def what_would_fit(arch: Architecture, shape: RunShape, device: Device, reward: Architecture | None = None) -> list[str]:
     """The settings, one change at a time then together, that bring the run under the device's
-    capacity: gradient checkpointing, a smaller micro-batch, pure bf16, LoRA (r 16 on every
-    linear layer), QLoRA."""
+    capacity: FSDP over the device's GPUs, gradient checkpointing, a smaller micro-batch, LoRA
+    (r 16 on every linear layer), QLoRA."""
     from dataclasses import replace
 
     everything = tuple(arch.layer_linear_parameters())
@@ -323,9 +323,19 @@ def what_would_fit(arch: Architecture, shape: RunShape, device: Device, reward: 
         ("train.peft with train.quantize=nf4 (QLoRA) and checkpointing", replace(
             shape, lora=lora, quantize="nf4", checkpointing=True, micro_batch=1)),
     ]
+    if device.count > 1 and shape.shards == 1 and shape.lora is None:  # the visible GPUs, sharded
+        fsdp = f"train.distributed={{strategy: fsdp, gpus: {device.count}}}"
+        options[:0] = [(fsdp, replace(shape, shards=device.count)),
+                       (f"{fsdp} with checkpointing", replace(shape, shards=device.count, checkpointing=True))]
     if shape.device_type != "cuda":
         options = [o for o in options if "nf4" not in o[0]]
-    return [name for name, option in options if fits(predict(arch, option, reward=reward), device)]
+    named, seen = [], [shape]  # an option the run already has (checkpointing on) is not named
+    for name, option in options:
+        if option not in seen:
+            seen.append(option)
+            if fits(predict(arch, option, reward=reward), device):
+                named.append(name)
+    return named
 
 
 def gpu_hours(flops: float, peak_flops: float, mfu: float) -> float:

@@ -11,6 +11,7 @@ trained weights in bf16. Frozen models (the start model) are bf16 on CUDA, fp32 
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 
 import torch
@@ -22,8 +23,6 @@ from harness.memory import frozen_bytes, resolved_precision
 
 def quiet_libraries() -> None:
     """Keep the output to harness's own lines (transformers' save progress bars, advisories)."""
-    import os
-
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from transformers.utils import logging as hf_logging
 
@@ -32,7 +31,10 @@ def quiet_libraries() -> None:
 
 
 def pick_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """The GPU of this process (its LOCAL_RANK's under a multi-process launch), or the CPU."""
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
 
 
 # What a causal LM's folder needs (weights, configs, tokenizer); not other formats' duplicates

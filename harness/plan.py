@@ -54,6 +54,11 @@ class RunSpec:
     def trains(self) -> bool:
         return self.method != START
 
+    def gpus_per_run(self) -> int:
+        """The GPUs (processes) this run trains on: train.distributed's under FSDP, else 1. What an
+        executor requests for the run's task (on one node); the run launches its own processes."""
+        return self.train.distributed.processes if self.trains else 1
+
     @property
     def hparams(self) -> dict[str, Any]:
         """Every hyper-parameter of the run, the loss's and the regime's: what the id hashes."""

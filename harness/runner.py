@@ -47,7 +47,7 @@ from harness.sandbox.world import Sandbox, SandboxConfig, load_or_build_sandbox,
 from harness.suite import SANDBOX, SANDBOX_MODELS, Suite
 from harness.train.budget import Accounting, step_amount
 from harness.train.checkpoint import RunCheckpoint
-from harness.train.distributed import barrier, broadcast, is_main, launched_distributed
+from harness.train.distributed import barrier, broadcast, is_main, launched_distributed, rank_and_size
 from harness.train.flops import ModelShape
 from harness.train.hardware import mfu
 from harness.train.loop import RunFailed, TrainResult, TrainSetup, forecast_phase
@@ -298,7 +298,7 @@ def run_specs(suite: Suite, specs: list[RunSpec], store: ResultStore, world: Wor
               what: str | None = None, announce: bool = True) -> SuiteOutcome:
     """Run each of `specs` not stored in `store` yet, claiming each with a lock first (a lease)."""
     todo = [s for s in specs if not store.has_result(s.run_id)]
-    if announce:
+    if announce and is_main():  # once, not once per process of a multi-process launch
         log(f"{what or suite.name}: {len(specs)} runs planned, {len(specs) - len(todo)} stored, {len(todo)} to run")
     outcome = SuiteOutcome([RunOutcome(s, "stored") for s in specs if s not in todo])
     if not todo:
@@ -675,7 +675,17 @@ def _training_record(spec: RunSpec, device: torch.device) -> dict[str, Any] | No
     kind = "full" if not train.peft.enabled else "qlora" if train.quantize == "nf4" else "lora"
     return {"fine_tuning": kind, "precision": resolved_precision(train.precision, device.type),
             "gradient_checkpointing": train.gradient_checkpointing,
-            "peft": asdict(train.peft) if train.peft.enabled else None, "quantize": train.quantize}
+            "peft": asdict(train.peft) if train.peft.enabled else None, "quantize": train.quantize,
+            "distributed": _distributed_record(train)}
+
+
+def _distributed_record(train) -> dict[str, Any] | None:
+    """The processes the run trained over (this launch's), and how: None for one process."""
+    processes = rank_and_size()[1]
+    if processes == 1:
+        return None
+    # "accelerate": a launch without train.distributed (DDP, or the FSDP of `accelerate config`)
+    return {"strategy": "fsdp" if train.distributed.strategy == "fsdp" else "accelerate", "processes": processes}
 
 
 def _sampling_record(spec: RunSpec, world: World) -> dict[str, Any]:

@@ -91,6 +91,33 @@ class PeftConfig:
         return self.r > 0
 
 
+DISTRIBUTED = ("none", "fsdp")  # train.distributed.strategy (harness.train.distributed)
+
+
+def micro_batch_count(grad_accumulation: int, processes: int) -> int:
+    """The micro-batches one global batch is cut into over `processes` (harness.train.distributed
+    deals them). When the processes divide grad_accumulation, each takes whole micro-batches of the
+    single process's size: the same forward passes and batch statistics, so the same numbers;
+    otherwise each process cuts its share into grad_accumulation smaller ones."""
+    return grad_accumulation if grad_accumulation % processes == 0 else grad_accumulation * processes
+
+
+@dataclass(frozen=True)
+class DistributedConfig:
+    """`train.distributed`: one run's training sharded over `gpus` processes (GPUs; gloo processes
+    on CPU) with FSDP (torch's fully_shard), launched by the harness (torchrun). The global batch,
+    the micro-batches and the update are the single process's, so results agree up to float
+    rounding: not part of a run's identity, like train.packing."""
+
+    strategy: str = setting("none", one_of(*DISTRIBUTED))
+    gpus: int = setting(1, positive())
+
+    @property
+    def processes(self) -> int:
+        """How many processes train one run: `gpus` under FSDP, else 1."""
+        return self.gpus if self.strategy == "fsdp" else 1
+
+
 @dataclass(frozen=True)
 class Budget:
     """How much compute every run of the suite gets."""
@@ -127,6 +154,12 @@ class TrainConfig:
     gradient_checkpointing: bool = setting(False, identity=False)
     peft: PeftConfig = setting(PeftConfig(), identity=UNLESS_DEFAULT)
     quantize: str = setting("none", one_of(*QUANTIZE), identity=UNLESS_DEFAULT)  # nf4: QLoRA (needs train.peft)
+    distributed: DistributedConfig = setting(DistributedConfig(), identity=False)
+
+    @property
+    def micro_batches(self) -> int:
+        """The micro-batches one global batch is cut into, over all the run's processes."""
+        return micro_batch_count(self.grad_accumulation, self.distributed.processes)
 
 
 def identity_fields(config) -> dict[str, Any]:
@@ -406,9 +439,19 @@ CROSS_CHECKS: list[tuple[Callable[[Suite], bool], Callable[[Suite], str]]] = [
     (lambda s: s.train.quantize == "none" or s.train.peft.enabled,
      lambda s: f"train.quantize = {s.train.quantize!r} quantizes a frozen base, which only LoRA has; set "
                "train.peft.r (e.g. 16) or train.quantize=none"),
+    (lambda s: s.train.distributed.processes == 1 or not s.train.peft.enabled,
+     lambda s: "train.distributed shards a full fine-tune's weights, gradients and AdamW state; a LoRA run's "
+               "are small: remove train.distributed (or train.peft)"),
+    (lambda s: s.train.distributed.processes == 1 or s.tune is None,
+     lambda s: "train.distributed is not wired for a suite with a tune: section (its trials are proposed as "
+               "results arrive, by one process); remove train.distributed or tune:"),
     (lambda s: s.train.batch_size % s.train.grad_accumulation == 0,
      lambda s: f"train.grad_accumulation = {s.train.grad_accumulation} must divide train.batch_size = "
                f"{s.train.batch_size} (each micro-batch gets batch_size / grad_accumulation examples)"),
+    (lambda s: s.train.distributed.processes == 1 or s.train.batch_size % s.train.micro_batches == 0,
+     lambda s: f"train.distributed.gpus = {s.train.distributed.gpus} with train.grad_accumulation = "
+               f"{s.train.grad_accumulation} cuts a batch into {s.train.micro_batches} micro-batches, which must "
+               f"divide train.batch_size = {s.train.batch_size}; make grad_accumulation a multiple of gpus"),
     (lambda s: s.data.max_prompt_length < s.train.max_length,
      lambda s: f"data.max_prompt_length = {s.data.max_prompt_length} leaves no room for a completion in "
                f"train.max_length = {s.train.max_length}; make it smaller than train.max_length"),

@@ -81,7 +81,9 @@ def test_lora_flops_follow_litgpts_rule():
 def test_run_ids_change_only_when_a_new_setting_is_changed():
     suite = load_suite("suites/quickstart.yaml")
     ids = [s.run_id for s in plan_suite(suite)]
-    same = ["train.precision=auto", "train.gradient_checkpointing=true", "train.peft.r=0", "hardware.gpus=2"]
+    # FSDP over 2 computes the same micro-batches and update, up to float rounding (test_distributed)
+    same = ["train.precision=auto", "train.gradient_checkpointing=true", "train.peft.r=0", "hardware.gpus=2",
+            "train.distributed.strategy=fsdp", "train.distributed.gpus=2"]
     assert [s.run_id for s in plan_suite(load_suite("suites/quickstart.yaml", same))] == ids
     for changed in (["train.precision=fp32"], ["train.peft.r=4"]):
         trained = [s.run_id for s in plan_suite(load_suite("suites/quickstart.yaml", changed)) if s.trains]
@@ -91,14 +93,51 @@ def test_run_ids_change_only_when_a_new_setting_is_changed():
 def test_run_refuses_a_run_that_does_not_fit_naming_what_would(monkeypatch, tmp_path):
     from harness.train import sizing
 
-    suite = load_suite("suites/insights-mistral-7b.yaml")
+    suite = load_suite("suites/insights-mistral-7b.yaml", ["train.distributed.strategy=none"])  # a replica per GPU
     specs = plan_suite(suite)
     monkeypatch.setattr(sizing, "visible_device", lambda: Device("NVIDIA H100 80GB HBM3", 80 * GIB, 8))
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
-    with pytest.raises(HarnessError, match=r"run dpo \(\w{12}\) needs .* fits with: train.peft"):
+    with pytest.raises(HarnessError, match=r"run dpo \(\w{12}\) needs .* fits with: .*train.peft"):
         sizing.check_devices(suite, specs)
-    lora = load_suite("suites/insights-mistral-7b.yaml", ["train.peft.r=16"])
+    lora = load_suite("suites/insights-mistral-7b.yaml", ["train.distributed.strategy=none", "train.peft.r=16"])
     sizing.check_devices(lora, plan_suite(lora))
+
+
+def test_more_fsdp_gpus_than_visible_is_one_line_before_work(monkeypatch, tmp_path, capsys):
+    """train.distributed.gpus = 8 with 4 GPUs visible: exit status 2 and one line naming the key,
+    before anything loads (on CPU, gpus: N is N gloo processes: not refused)."""
+    from harness.cli import main
+    from harness.train import sizing
+
+    monkeypatch.setattr(sizing, "visible_device", lambda: Device("NVIDIA H100 80GB HBM3", 80 * GIB, 4))
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    sets = ["--set", "train.distributed.strategy=fsdp", "--set", "train.distributed.gpus=8"]
+    assert main(["run", "suites/insights-mistral-7b.yaml", *sets, "--results", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "train.distributed.gpus = 8 but 4 GPU(s) are visible" in err
+    assert not any(tmp_path.iterdir())
+
+
+def test_fsdp_fits_the_full_fine_tune_per_gpu_and_is_named_as_a_fix(monkeypatch):
+    """The memory model is per GPU: FSDP over 8 divides the trained weights, master weights,
+    gradients and AdamW moments by 8 and nothing else; a refusal on 8 visible GPUs names it."""
+    from harness.train import sizing
+
+    suite = load_suite("suites/insights-mistral-7b.yaml", ["train.distributed.strategy=none"])
+    spec = next(s for s in plan_suite(suite) if s.method == "dpo")
+    one, eight = sizing.predict_run(spec, suite, "cuda"), sizing.predict_run(spec, suite, "cuda", shards=8)
+    sharded = ("trained_weights", "master_weights", "gradients", "optimizer_states")
+    assert all(eight.training[k] == pytest.approx(one.training[k] / 8) for k in sharded)
+    assert all(eight.training[k] == one.training[k] for k in one.training if k not in sharded)
+    fsdp = load_suite("suites/insights-mistral-7b.yaml", ["train.distributed.strategy=fsdp",
+                                                          "train.distributed.gpus=8"])
+    assert sizing.predict_run(next(s for s in plan_suite(fsdp) if s.method == "dpo"), fsdp, "cuda").training == \
+        eight.training
+    monkeypatch.setattr(sizing, "visible_device", lambda: Device("NVIDIA H100 80GB HBM3", 80 * GIB, 8))
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    with pytest.raises(HarnessError, match=r"fits with: train.distributed=\{strategy: fsdp, gpus: 8\}"):
+        sizing.check_devices(suite, plan_suite(suite))
+    sizing.check_devices(fsdp, plan_suite(fsdp))
 
 
 def test_bf16_on_a_gpu_without_it_is_refused(monkeypatch):
@@ -212,3 +251,15 @@ def test_a_lora_suite_runs_end_to_end_and_its_report_says_so(tmp_path, harness_c
     assert all(m["training"]["precision"] == "fp32" and m["flops_recomputed"] > 0 for m in trained)
     assert "Fine-tuning: lora (r 4, alpha 16, on all-linear), fp32, gradient checkpointing (2 runs)." in (
         reports / "lora.html").read_text()
+
+
+def test_a_regime_reading_the_policy_between_steps_is_refused_under_fsdp():
+    """TR-DPO syncs its reference from the policy every few steps: FSDP holds it sharded then."""
+    from harness.train import sizing
+
+    suite = load_suite("suites/quickstart.yaml", ["methods=[dpo, tr_dpo]", "train.distributed.strategy=fsdp",
+                                                  "train.distributed.gpus=2"])
+    with pytest.raises(HarnessError, match="method 'tr_dpo' .* without train.distributed"):
+        sizing.check_devices(suite, plan_suite(suite))
+    plain = load_suite("suites/quickstart.yaml", ["methods=[dpo, tr_dpo]"])
+    sizing.check_devices(plain, plan_suite(plain))

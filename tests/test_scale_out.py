@@ -12,7 +12,8 @@ import pytest
 
 from harness.errors import HarnessError
 from harness.commands.scale import parse_shard
-from harness.plan import deal, shard_ids
+from harness.plan import deal, plan_suite, shard_ids
+from harness.suite import load_suite
 
 
 def _ids(n: int) -> list[str]:
@@ -112,6 +113,18 @@ def test_ray_resource_requests():
     assert task_options(0.25, 1, 3) == {"num_cpus": 1, "num_gpus": 0.25, "max_retries": 3, "retry_exceptions": False}
     assert placement_bundles(0.25, 1) is None and placement_bundles(1, 2) is None
     assert placement_bundles(4, 8) == [{"GPU": 4.0, "CPU": 8.0}]
+
+
+def test_a_sharded_run_asks_for_its_own_gpus():
+    """A run with train.distributed asks the executor for its GPU count (more than --gpus-per-run);
+    the start run, which evaluates only, for --gpus-per-run."""
+    from harness.executors.submit import SubmitOptions, gpus_for
+
+    suite = load_suite("suites/quickstart.yaml", ["train.distributed.strategy=fsdp", "train.distributed.gpus=4"])
+    start, *trained = plan_suite(suite)
+    options = SubmitOptions(executor="ray", gpus_per_run=1, cpus_per_run=2)
+    assert gpus_for(start, options) == 1 and {gpus_for(s, options) for s in trained} == {4}
+    assert gpus_for(trained[0], SubmitOptions(executor="ray", gpus_per_run=8, cpus_per_run=2)) == 8
 
 
 def test_a_second_prepare_waits_for_the_first_and_never_builds(tiny_suite, monkeypatch):

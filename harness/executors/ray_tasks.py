@@ -6,8 +6,8 @@ as one task unless the suite is prepared, then submits one task per missing run 
 `num_gpus=--gpus-per-run` (a fraction lets several small runs share a GPU) and
 `num_cpus=--cpus-per-run`. A run of more than one GPU runs in a placement group of its own (one
 bundle holding its GPUs and CPUs, STRICT_PACK: on one node; removed when the task ends), which
-also holds any task the run starts; the run inside the task is the ordinary single-process worker
-(data-parallel training across those GPUs inside a Ray task is not wired). Tasks write their results into the shared results folder themselves; the
+also holds any task the run starts. A run with train.distributed asks for its own GPU count
+(submit.gpus_for) and launches its processes inside the task (harness.executors.worker). Tasks write their results into the shared results folder themselves; the
 driver prints progress over runs as tasks end, and the report is written at the end. A task
 whose worker process dies (a lost node, SIGKILL) is retried by Ray up to `--max-retries` times;
 the retry takes the dead worker's lease over and resumes from the run's last checkpoint.
@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 import ray
 
 from harness.errors import HarnessError
-from harness.executors.submit import Submission, SubmitOptions, SubmitOutcome, progress_line
+from harness.executors.submit import Submission, SubmitOptions, SubmitOutcome, gpus_for, progress_line
 from harness.executors.worker import Task, run_task
 
 CONNECT_TIMEOUT_S = 5.0
@@ -77,10 +77,12 @@ def placement_bundles(gpus_per_run: float, cpus_per_run: int) -> list[dict[str, 
     return [{"GPU": float(gpus_per_run), "CPU": float(cpus_per_run)}]
 
 
-def scheduled(remote_fn, options: SubmitOptions):
-    """(the remote function with the run's resources, its placement group or None)."""
-    opts = task_options(options.gpus_per_run, options.cpus_per_run, options.max_retries)
-    bundles = placement_bundles(options.gpus_per_run, options.cpus_per_run)
+def scheduled(remote_fn, options: SubmitOptions, gpus: float | None = None):
+    """(the remote function with the run's resources, its placement group or None); `gpus`
+    (default --gpus-per-run) is the run's own count when it trains on several (submit.gpus_for)."""
+    gpus = options.gpus_per_run if gpus is None else gpus
+    opts = task_options(gpus, options.cpus_per_run, options.max_retries)
+    bundles = placement_bundles(gpus, options.cpus_per_run)
     group = None
     if bundles is not None:
         from ray.util.placement_group import placement_group
@@ -117,7 +119,7 @@ def submit(submission: Submission, options: SubmitOptions, *, log=print) -> Subm
     pending: dict[Any, tuple[Task, Any]] = {}
     for spec in submission.todo:
         task = submission.task([spec.run_id], options.prepared_wait, label=f"{spec.label()} ({spec.run_id})")
-        fn, group = scheduled(_remote_task, options)
+        fn, group = scheduled(_remote_task, options, gpus_for(spec, options))
         pending[fn.remote(task)] = (task, group)
     log(f"{submission.suite.name}: {len(pending)} Ray tasks submitted "
         f"(num_gpus={options.gpus_per_run:g}, num_cpus={options.cpus_per_run} each)")

@@ -64,6 +64,12 @@ class Submission:
         return marker_path(self.suite).exists()
 
 
+def gpus_for(spec: RunSpec, options: SubmitOptions) -> float:
+    """The GPUs a run's task asks for: --gpus-per-run, or more when the run itself trains on more
+    (train.distributed: RunSpec.gpus_per_run)."""
+    return max(options.gpus_per_run, spec.gpus_per_run())
+
+
 def check_options(options: SubmitOptions) -> None:
     """Bad combinations of resources, before anything is submitted."""
     g = options.gpus_per_run

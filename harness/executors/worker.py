@@ -1,14 +1,20 @@
 """What every submitted task runs, on whatever host the engine puts it: check that the results
 folder and the cache are the driver's (shared), then run the given run ids with the ordinary
 runner, which claims each with a lease. The task's answer is plain data (the driver prints it);
-bad input comes back as `error`, so the driver can end with one line and exit status 2."""
+bad input comes back as `error`, so the driver can end with one line and exit status 2. A suite
+whose runs train over several GPUs (train.distributed) runs the task again in that many
+processes on this node (torchrun: `python -m harness.executors.worker TASK ANSWER`), inside the
+task the executor gave those GPUs (RunSpec.gpus_per_run)."""
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import socket
-from dataclasses import dataclass, field
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -75,6 +81,10 @@ def run_task(task: Task) -> dict[str, Any]:
 
             prepare_suite(suite, wait_seconds=task.prepared_wait)
             return answer
+        from harness.train.distributed import launched_distributed
+
+        if suite.train.distributed.processes > 1 and not launched_distributed():
+            return _in_processes(task, suite.train.distributed.processes)
         from harness.prepared import require_prepared
         from harness.runner import run_suite
 
@@ -88,3 +98,31 @@ def run_task(task: Task) -> dict[str, Any]:
         if run.status == "failed":
             answer["failed"][run.spec.run_id] = run.error
     return answer
+
+
+def _in_processes(task: Task, processes: int) -> dict[str, Any]:
+    """`run_task(task)` in `processes` processes (torchrun on this node); the main one's answer."""
+    from harness.train.distributed import launch
+
+    with tempfile.TemporaryDirectory(prefix="harness-task-") as folder:
+        task_file, answer_file = Path(folder) / "task.json", Path(folder) / "answer.json"
+        task_file.write_text(json.dumps(asdict(task)))
+        status = launch(processes, ["-m", "harness.executors.worker", str(task_file), str(answer_file)])
+        if not answer_file.exists():  # a crash, not bad input: the engine's retry takes the run over
+            raise RuntimeError(f"{task.label}: its {processes} processes ended with status {status} and no answer")
+        return json.loads(answer_file.read_text())
+
+
+def _main(task_file: str, answer_file: str) -> None:
+    """One of a task's processes (see `_in_processes`); the main process writes the answer."""
+    raw = json.loads(Path(task_file).read_text())
+    task = Task(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
+    answer = run_task(task)
+    from harness.train.distributed import is_main
+
+    if is_main():
+        Path(answer_file).write_text(json.dumps(answer))
+
+
+if __name__ == "__main__":
+    _main(*sys.argv[1:3])

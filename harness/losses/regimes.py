@@ -37,6 +37,9 @@ class RegimeSpec:
     # Rows the regime reads itself and makes its own training pairs from (SPIN: the SFT
     # demonstrations), so the start model's cached log-probs of the loss's data go unused.
     data: str | None = None
+    # Reads the policy's weights between optimizer steps of a phase (TR-DPO's sync). An FSDP run
+    # holds them only sharded until the phase ends (harness.train.distributed), so it is refused.
+    reads_policy_between_steps: bool = False
 
     def resolve(self, given: Mapping[str, Any] | None, *, where: str = "") -> dict[str, Any]:
         return resolve_hparams(f"regime {self.name!r}", self.hparams, self.constraints, given, where=where)
@@ -46,9 +49,10 @@ REGIMES: Registry[RegimeSpec] = Registry("regime")
 
 
 def declare_regime(name: str, *, hparams: Mapping[str, Any] | None = None,
-                   constraints: Mapping[str, Constraint] | None = None, data: str | None = None) -> RegimeSpec:
+                   constraints: Mapping[str, Constraint] | None = None, data: str | None = None,
+                   reads_policy_between_steps: bool = False) -> RegimeSpec:
     """Declare a regime; harness.train.regimes implements it under the same name."""
-    spec = RegimeSpec(name, dict(hparams or {}), dict(constraints or {}), data)
+    spec = RegimeSpec(name, dict(hparams or {}), dict(constraints or {}), data, reads_policy_between_steps)
     unknown = set(spec.constraints) - set(spec.hparams)
     if unknown:
         raise HarnessError(f"regime {name!r}: constraint on unknown hyper-parameter {sorted(unknown)[0]!r}")
@@ -59,7 +63,8 @@ declare_regime("standard")
 # Defaults are TRL's (ref_model_mixup_alpha 0.6, ref_model_sync_steps 512); the paper finds
 # α ≈ 0.5–0.6 and τ ≈ 256–512 best at its scale; small sandbox runs need a smaller τ.
 declare_regime("reference_sync", hparams={"sync_alpha": 0.6, "sync_every": 512},
-               constraints={"sync_alpha": in_range(0.0, 1.0, low_open=True), "sync_every": positive()})
+               constraints={"sync_alpha": in_range(0.0, 1.0, low_open=True), "sync_every": positive()},
+               reads_policy_between_steps=True)
 declare_regime("stages", hparams={"stages": 2}, constraints={"stages": positive()})
 # gen_*: how SPIN samples y' (harness.sampling); the defaults draw from π_k itself, top-k and top-p off.
 declare_regime("spin_iterations", data="sft",

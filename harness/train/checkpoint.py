@@ -22,10 +22,11 @@ from safetensors.torch import load_file, save_file
 from harness.cache import cache_root
 
 
-def _state_dict_for_save(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Tied weights share storage, which safetensors refuses; save each tensor once, contiguous."""
+def _state_dict_for_save(model: torch.nn.Module | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A model's (or a state dict's) tensors to save. Tied weights share storage, which
+    safetensors refuses; save each tensor once, contiguous."""
     out, seen = {}, {}
-    for name, tensor in model.state_dict().items():
+    for name, tensor in (model if isinstance(model, dict) else model.state_dict()).items():
         key = (tensor.data_ptr(), tuple(tensor.shape))
         if key in seen:
             continue
@@ -45,7 +46,7 @@ class RunCheckpoint:
     def due(self, step: int) -> bool:
         return self.every > 0 and step % self.every == 0
 
-    def save(self, policy: torch.nn.Module, reference: torch.nn.Module | None, state: dict[str, Any]) -> None:
+    def save(self, policy: torch.nn.Module | dict[str, torch.Tensor], reference: torch.nn.Module | None, state: dict[str, Any]) -> None:
         if self.guard is not None:
             self.guard()
         self.folder.parent.mkdir(parents=True, exist_ok=True)

@@ -26,8 +26,9 @@ from harness.suite import Budget, TrainConfig
 from harness.train import hardware
 from harness.train.budget import Accounting, Forecast, StepCost, fits, forecast, step_amount
 from harness.train.checkpoint import RunCheckpoint, rng_state, set_rng_state
-from harness.train.data import epoch_batches, micro_batches
-from harness.train.distributed import all_finite, is_main, shard, wrap_for_training
+from harness.train.data import epoch_batches
+from harness.train.distributed import (all_finite, averaged, full_weights, is_main, load_optimizer_state, local_micro_batches,
+                                       optimizer_state, wrap_for_training, write_back)
 from harness.train.flops import ModelShape
 from harness.train.hardware import peak_memory_mb, reset_peak_memory
 from harness.train.optim import make_optimizer
@@ -162,13 +163,14 @@ def train_policy(policy: torch.nn.Module, setup: TrainSetup, checkpoint: PhaseCh
         already = f" ({spent:.3g} spent before its first step)" if spent else ""
         setup.log(f"  {setup.progress or 'training'}: budget {setup.budget.kind}={setup.budget.value:.3g}{already}: "
                   f"{plan.describe()}")
-    trained = wrap_for_training(policy)  # DDP/FSDP under a multi-process launch, else `policy`
+    # DDP or FSDP under a multi-process launch, else `policy`
+    trained = wrap_for_training(policy, setup.config.distributed.strategy)
     optimizer, scheduler = make_optimizer(trained, setup.config, total_steps)
     result = TrainResult(Accounting(**setup.initial.as_counts()))
     loss_state: dict[str, torch.Tensor] = {}
     resume = checkpoint.resume if checkpoint else None
     if resume:
-        optimizer.load_state_dict(resume["optimizer"])
+        load_optimizer_state(trained, optimizer, resume["optimizer"])
         scheduler.load_state_dict(resume["scheduler"])
         result.accounting = Accounting(**resume["accounting"])
         result.curve = list(resume["curve"])
@@ -187,7 +189,7 @@ def train_policy(policy: torch.nn.Module, setup: TrainSetup, checkpoint: PhaseCh
             result.refused_step = step_amount(cost, setup.budget.kind)
             break
         done += 1
-        metrics = _optimizer_step(trained, optimizer, shard(indices), setup, loss_state, device, done)
+        metrics = _optimizer_step(trained, optimizer, indices, setup, loss_state, device, done)
         scheduler.step()
         result.accounting.add(cost)
         bar.update(1)
@@ -195,9 +197,10 @@ def train_policy(policy: torch.nn.Module, setup: TrainSetup, checkpoint: PhaseCh
             setup.after_step(done)
         if done % setup.config.log_every == 0 or done == 1:
             result.curve.append(_curve_row(done + setup.step_offset, metrics, scheduler, result.accounting, setup.budget))
-        if checkpoint is not None and checkpoint.store.due(done) and is_main():
-            _save(checkpoint, policy, setup, optimizer, scheduler, result, loss_state, started)
+        if checkpoint is not None and checkpoint.store.due(done):  # every process: FSDP gathers the state
+            _save(checkpoint, trained, policy, setup, optimizer, scheduler, result, loss_state, started)
     bar.close()
+    write_back(trained, policy)  # an FSDP copy's weights into the policy, on every process
     policy.eval()
     if done == 0:
         raise BudgetExhausted(
@@ -208,22 +211,28 @@ def train_policy(policy: torch.nn.Module, setup: TrainSetup, checkpoint: PhaseCh
     return result
 
 
-def _save(checkpoint: PhaseCheckpoint, policy, setup: TrainSetup, optimizer, scheduler, result: TrainResult,
-          loss_state, started: float) -> None:
+def _save(checkpoint: PhaseCheckpoint, trained, policy, setup: TrainSetup, optimizer, scheduler,
+          result: TrainResult, loss_state, started: float) -> None:
+    """Called on every process (under FSDP the weights and optimizer state are gathered from all);
+    the main process writes."""
+    weights, optimizer_saved = full_weights(trained, policy), optimizer_state(trained, optimizer)
+    if not is_main():
+        return
     state = {
-        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+        "optimizer": optimizer_saved, "scheduler": scheduler.state_dict(),
         "accounting": result.accounting.as_counts(), "curve": result.curve, "loss_state": loss_state,
         "rng": rng_state(), "seconds": time.perf_counter() - started, **checkpoint.save_extra(),
     }
-    checkpoint.store.save(policy, setup.reference if checkpoint.save_reference else None, state)
+    checkpoint.store.save(weights, setup.reference if checkpoint.save_reference else None, state)
 
 
 def _optimizer_step(policy, optimizer, indices: list[int], setup: TrainSetup,
                     loss_state: dict[str, torch.Tensor], device, step: int) -> dict[str, float]:
     """Forward, loss and backward over the micro-batches, then one clipped optimizer step."""
-    parts = setup.config.grad_accumulation
+    chunks = local_micro_batches(indices, setup.config.grad_accumulation)
+    parts = len(chunks)  # this process's; the averaged gradients are the whole batch's mean
     sums: dict[str, float] = {}
-    for chunk in micro_batches(indices, parts):
+    for chunk in chunks:
         batch = setup.data.collate(chunk, setup.pad_id, kl_pairs=setup.kl_pairs).to(device)
         with hardware.autocast(device, setup.config.precision):
             stats, kl_stats = forward(policy, batch, setup)
@@ -239,7 +248,8 @@ def _optimizer_step(policy, optimizer, indices: list[int], setup: TrainSetup,
     grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), setup.config.grad_clip)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    sums["grad_norm"] = float(grad_norm)
+    sums = averaged(sums)
+    sums["grad_norm"] = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
     return sums
 
 

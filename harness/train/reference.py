@@ -20,6 +20,7 @@ from harness.cache import cache_root, content_hash
 from harness.data.batches import TrainData
 from harness.logprobs import completion_token_logps, sequence_logps
 from harness.train import hardware
+from harness.train.distributed import broadcast, gathered, is_main, shard
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".json", ".model", ".txt")
 
@@ -48,10 +49,11 @@ def data_fingerprint(data: TrainData) -> str:
 def reference_sums(reference, data: TrainData, *, pad_id: int, batch_size: int = 64,
                    packing: bool = True) -> torch.Tensor:
     """Summed reference log-probs of every example's sequences: (n_examples, groups), float32, CPU
-    (paired: chosen, rejected; unpaired: the completion), at the training loop's precision."""
+    (paired: chosen, rejected; unpaired: the completion), at the training loop's precision. Under
+    a multi-process launch each process computes every size-th batch and all get the whole."""
     device = next(reference.parameters()).device
     columns = []
-    for start in range(0, len(data), batch_size):
+    for start in shard(list(range(0, len(data), batch_size))):
         indices = list(range(start, min(start + batch_size, len(data))))
         batch = data.collate(indices, pad_id).to(device)
         with hardware.autocast(device):
@@ -59,7 +61,7 @@ def reference_sums(reference, data: TrainData, *, pad_id: int, batch_size: int =
                                                  batch.completion_mask, packing=packing)
         sums, _ = sequence_logps(token_logps, batch.completion_mask)
         columns.append(sums.float().cpu().reshape(batch.groups, len(indices)).T)
-    return torch.cat(columns)
+    return torch.cat(gathered(columns))
 
 
 def cached_reference_sums(reference, reference_key: str, data: TrainData, pad_id: int, *,
@@ -68,9 +70,11 @@ def cached_reference_sums(reference, reference_key: str, data: TrainData, pad_id
     key hashes the reference's weights (`reference_key`) and the tokenized data."""
     key = content_hash({"reference": reference_key, "data": data_fingerprint(data)})
     path = cache_root() / "reference_logps" / f"{key}.pt"
-    if path.exists():
+    if broadcast(path.exists()):  # the main process's answer: all compute, or none
         return torch.load(path)
     sums = reference_sums(reference, data, pad_id=pad_id, packing=packing)
+    if not is_main():
+        return sums
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.{uuid.uuid4().hex}.tmp")
     torch.save(sums, tmp)

@@ -2,7 +2,8 @@
 
 `harness plan` prints `predict_run` for each run on the suite's stated hardware (or the visible
 device); `harness run` calls `check_devices` first, which refuses, with one line each:
-train.quantize off CUDA, hardware.gpus past the visible GPUs, bf16 on a GPU without it, LoRA
+train.quantize off CUDA, hardware.gpus or train.distributed.gpus past the visible GPUs, a method
+FSDP cannot shard (its regime reads the policy between steps), bf16 on a GPU without it, LoRA
 target modules the model does not have, and a run whose predicted peak does not fit the visible
 device (naming the settings that would make it fit).
 """
@@ -34,9 +35,12 @@ def architecture(model: str, folder: str | None = None) -> Architecture:
     return Architecture.from_config(model_config(model, folder), where=f"model {model!r}")
 
 
-def fsdp_processes() -> int:
-    """The processes an FSDP launch shards the policy's state over (accelerate launch with FSDP:
-    ACCELERATE_USE_FSDP and WORLD_SIZE), else 1 (a replica per process under DDP)."""
+def fsdp_processes(spec: RunSpec) -> int:
+    """The processes FSDP shards the run's trained state over: `train.distributed.gpus` under
+    strategy fsdp, or an accelerate FSDP launch's (ACCELERATE_USE_FSDP and WORLD_SIZE); else 1
+    (a replica per process under DDP)."""
+    if spec.train.distributed.processes > 1:
+        return spec.train.distributed.processes
     fsdp = os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true")
     return int(os.environ.get("WORLD_SIZE", "1")) if fsdp else 1
 
@@ -47,7 +51,7 @@ def run_shape(spec: RunSpec, device_type: str, arch: Architecture, shards: int =
     lora = None
     if spec.trains and train.peft.enabled:
         lora = Lora(train.peft.r, lora_targets(arch, train.peft.target_modules, where="train.peft.target_modules"))
-    shape = dict(micro_batch=train.batch_size // train.grad_accumulation, rows_per_example=1, live_reference=False)
+    shape = dict(micro_batch=train.batch_size // train.micro_batches, rows_per_example=1, live_reference=False)
     if spec.trains:
         loss = get_loss(spec.method)
         moves = REGIMES.get(loss.regime).name != "standard"  # a regime's own reference copy (TR-DPO, sDPO, SPIN)
@@ -73,8 +77,11 @@ def lora_targets(arch: Architecture, targets: tuple[str, ...], *, where: str) ->
     return tuple(targets)
 
 
-def predict_run(spec: RunSpec, suite: Suite, device_type: str, folder: str | None = None, shards: int = 1) -> Prediction:
+def predict_run(spec: RunSpec, suite: Suite, device_type: str, folder: str | None = None,
+                shards: int | None = None) -> Prediction:
+    """The run's memory per device; sharded over `shards` processes (default: its own, fsdp_processes)."""
     arch = architecture(spec.model, folder)
+    shards = fsdp_processes(spec) if shards is None else shards
     return predict(arch, run_shape(spec, device_type, arch, shards), reward=_reward_architecture(suite))
 
 
@@ -117,6 +124,10 @@ def check_devices(suite: Suite, specs: list[RunSpec], model_folders: dict[str, s
     if train.quantize != "none" and not cuda:
         raise HarnessError(f"{suite.where('train.quantize')}: train.quantize = {train.quantize!r} needs a CUDA GPU "
                            "(bitsandbytes); none is visible: set train.quantize=none")
+    if cuda and train.distributed.processes > device.count:  # on CPU, gpus: N means N gloo processes
+        raise HarnessError(f"{suite.where('train.distributed.gpus')}: train.distributed.gpus = "
+                           f"{train.distributed.gpus} but {device.count} GPU(s) are visible; run where that many "
+                           "are (submit asks the executor for them), or lower train.distributed.gpus")
     if suite.hardware.gpu and suite.hardware.gpus > max(device.count, 1 if cuda else 0):
         raise HarnessError(f"{suite.where('hardware.gpus')}: hardware.gpus = {suite.hardware.gpus} but {device.count} "
                            "GPU(s) are visible; run where that many are, or lower hardware.gpus")
@@ -129,6 +140,7 @@ def check_devices(suite: Suite, specs: list[RunSpec], model_folders: dict[str, s
     if cuda and precision.startswith("bf16") and not torch.cuda.is_bf16_supported():
         raise HarnessError(f"{suite.where('train.precision')}: train.precision = {train.precision!r} computes in bf16, "
                            f"which {device.name} does not support; set train.precision=fp32")
+    _check_sharded_methods(suite, specs)
     folders = model_folders or {}
     for spec in specs:
         if not _shape_known(spec.model, folders.get(spec.model)):
@@ -136,14 +148,25 @@ def check_devices(suite: Suite, specs: list[RunSpec], model_folders: dict[str, s
         if spec.trains and train.peft.enabled:
             lora_targets(architecture(spec.model, folders.get(spec.model)), train.peft.target_modules,
                          where=f"{suite.where('train.peft.target_modules')}: train.peft.target_modules")
-        prediction = predict_run(spec, suite, "cuda" if cuda else "cpu", folders.get(spec.model), fsdp_processes())
+        prediction = predict_run(spec, suite, "cuda" if cuda else "cpu", folders.get(spec.model))
         if not fits(prediction, device):
             arch = architecture(spec.model, folders.get(spec.model))
-            fixes = what_would_fit(arch, run_shape(spec, "cuda" if cuda else "cpu", arch, fsdp_processes()), device,
+            fixes = what_would_fit(arch, run_shape(spec, "cuda" if cuda else "cpu", arch, fsdp_processes(spec)), device,
                                    _reward_architecture(suite))
             raise HarnessError(f"{suite.path}: run {spec.label()} ({spec.run_id}) needs {prediction.describe()} per "
                                f"device, more than {HEADROOM:.0%} of {device.describe()}; fits with: "
                                f"{'; '.join(fixes) if fixes else 'none of LoRA, checkpointing or micro-batch 1 alone: more memory per GPU'}")
+
+
+def _check_sharded_methods(suite: Suite, specs: list[RunSpec]) -> None:
+    """A run sharded with FSDP whose regime reads the policy between optimizer steps is refused."""
+    for spec in specs:
+        if spec.gpus_per_run() > 1:
+            regime = REGIMES.get(get_loss(spec.method).regime)
+            if regime.reads_policy_between_steps:
+                raise HarnessError(f"{suite.where('train.distributed')}: method {spec.method!r} (regime "
+                                   f"{regime.name!r}) reads the policy between optimizer steps, which FSDP holds "
+                                   "only sharded; run it in a suite without train.distributed")
 
 
 def _shape_known(model: str, folder: str | None) -> bool:
