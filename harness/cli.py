@@ -49,6 +49,16 @@ def _parser() -> argparse.ArgumentParser:
     board = sub.add_parser("leaderboard", help="write reports/index.html across every stored suite")
     _store_args(board)
 
+    publish = sub.add_parser("publish", help="write a suite's stored results as a dataset: a folder or a Hub dataset")
+    publish.add_argument("suite", help="a suite name or suite file")
+    publish.add_argument("--to", required=True, metavar="DIR|hf://datasets/OWNER/NAME",
+                         help="the dataset: a local folder, or a Hub dataset repo (huggingface_hub's endpoint and token)")
+    publish.add_argument("--tables-only", action="store_true",
+                         help="publish the aggregated tables, the suite file and the pointer, not the runs' files")
+    publish.add_argument("--full-results", metavar="POINTER",
+                         help="with --tables-only: where the full snapshot is kept (recorded in latest.json)")
+    _store_args(publish)
+
     evaluate = sub.add_parser("evaluate", help="recompute stored runs' metrics from their samples (--rescore)")
     evaluate.add_argument("suite", help="a suite name or suite file")
     evaluate.add_argument("--rescore", action="store_true",
@@ -274,11 +284,20 @@ def _suite_name(text: str) -> str:
     return check_name(text, "suite")
 
 
+def _results_folder(args) -> Path:
+    """--results as a local folder: a results folder, a published dataset's folder, or a Hub
+    dataset (hf://datasets/OWNER/NAME) downloaded into the cache."""
+    from harness.cache import cache_root
+    from harness.report.published import local_results
+
+    return local_results(args.results, cache_root() / "hub")
+
+
 def cmd_report(args) -> int:
     from harness.report import write_suite_report
 
     name = _suite_name(args.suite)
-    path = write_suite_report(Path(args.results), name, Path(args.reports) / f"{name}.html")
+    path = write_suite_report(_results_folder(args), name, Path(args.reports) / f"{name}.html")
     print(f"report: {path}")
     return 0
 
@@ -310,7 +329,19 @@ def cmd_rank(args) -> int:
 def cmd_leaderboard(args) -> int:
     from harness.report import write_leaderboard
 
-    print(f"leaderboard: {write_leaderboard(Path(args.results), Path(args.reports))}")
+    print(f"leaderboard: {write_leaderboard(_results_folder(args), Path(args.reports))}")
+    return 0
+
+
+def cmd_publish(args) -> int:
+    from harness.report.dataset import publish_suite
+
+    name = _suite_name(args.suite)
+    suite_file = Path(args.suite) if Path(args.suite).suffix in (".yaml", ".yml") else Path("suites") / f"{name}.yaml"
+    done = publish_suite(Path(args.results), name, args.to, suite_file=suite_file,
+                         tables_only=args.tables_only, full_results=args.full_results)
+    what = "tables" if args.tables_only else f"{done.runs} runs"
+    print(f"published {name} ({what}) to {done.target} as snapshot {done.snapshot}")
     return 0
 
 
@@ -387,6 +418,7 @@ COMMANDS = {
     "results": cmd_results,
     "rank": cmd_rank,
     "leaderboard": cmd_leaderboard,
+    "publish": cmd_publish,
     "evaluate": cmd_evaluate,
     "verify": cmd_verify,
     "methods": cmd_methods,

@@ -15,16 +15,19 @@ from harness.names import is_name
 from harness.rank import RANK_RULE, kl_key, reward_key
 from harness.report.html import esc, page, write_page
 from harness.report.suite import board_table, headline_text, read_stored_suite, suite_summary, write_suite_report
+from harness.report.published import published_suites, suite_results_root
 from harness.results import ResultStore
 from harness.results.ranges import RANGE_NOTE
 
 
 def stored_suites(results_root: Path) -> list[str]:
-    """Suite folders under `results_root` holding at least one finished run, sorted."""
+    """Suite folders under `results_root` holding at least one finished run or a published
+    snapshot (harness.report.dataset), sorted."""
     root = Path(results_root)
     if not root.is_dir():
         return []
-    return sorted(d.name for d in root.iterdir() if d.is_dir() and is_name(d.name) and ResultStore(root, d.name).run_ids())
+    runs = {d.name for d in root.iterdir() if d.is_dir() and is_name(d.name) and ResultStore(root, d.name).run_ids()}
+    return sorted(runs | set(published_suites(root)))
 
 
 def write_leaderboard(results_root: Path, reports_root: Path, *, suite_reports: bool = True) -> Path:
@@ -40,7 +43,7 @@ def write_leaderboard(results_root: Path, reports_root: Path, *, suite_reports: 
         "(methods under the same compute budget); click a suite for its full report.</p>",
     ]
     for suite in suites:
-        stored = read_stored_suite(results_root, suite)
+        stored = read_stored_suite(suite_results_root(results_root, suite), suite)
         metrics, board = stored.metrics, stored.board()
         if suite_reports:
             write_suite_report(results_root, suite, Path(reports_root) / f"{suite}.html")

@@ -59,6 +59,7 @@ from harness.report.sections import (
     task_groups,
     tasks_table,
 )
+from harness.report.published import suite_results_root
 from harness.results import ResultStore, method_cards
 from harness.results.store import read_trials_table
 from harness.results.ranges import RANGE_NOTE
@@ -107,7 +108,9 @@ def read_stored_suite(results_root: Path, suite: str) -> StoredSuite:
 
 def write_suite_report(results_root: Path, suite: str, out_path: Path) -> Path:
     """Render the suite's stored results as one self-contained HTML file at `out_path` (written
-    atomically) and return that path. A suite with no stored run is a HarnessError."""
+    atomically) and return that path. A suite with no stored run is a HarnessError. A published
+    dataset's suite (`<suite>/latest.json`) is read from its latest snapshot."""
+    results_root = suite_results_root(results_root, suite)
     store = ResultStore(results_root, suite)
     store.check_intact()  # a damaged run would silently lose its card or its rows
     stored = read_stored_suite(results_root, suite)
