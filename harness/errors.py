@@ -7,6 +7,7 @@ exit status 1); anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import difflib
+import sys
 from collections.abc import Iterable
 
 
@@ -27,3 +28,8 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str:
         return f" (did you mean {close[0]!r}?)"
     shown = ", ".join(candidates[:12]) + (", ..." if len(candidates) > 12 else "")
     return f" (valid: {shown})"
+
+
+def warn(line: str) -> None:
+    """A one-line warning on stderr: something the user should know that does not stop the work."""
+    print(f"harness: warning: {line}", file=sys.stderr)

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
+from harness.errors import warn as warn_line
 from harness.losses import LOSSES, get_loss
 
 ENTRY_POINT_GROUP = "harness.plugins"
@@ -110,14 +111,10 @@ def check_losses(names: Iterable[str], *, warn: Callable[[str], Any] | None = No
             more = f" (and {extra} more problem{'s' if extra > 1 else ''})" if extra else ""
             raise HarnessError(f"{spec.origin}: loss {name!r} breaks the loss contract: {findings.faults[0]}{more}")
         if findings.advice:
-            (warn or _warn)(f"{spec.origin}: loss {name!r} is run and ranked, but lacks what the built-in losses "
+            (warn or warn_line)(f"{spec.origin}: loss {name!r} is run and ranked, but lacks what the built-in losses "
                             f"declare (a tuned suite derives a missing search space: `harness methods` shows it): "
                             f"{'; '.join(findings.advice)}")
         _CHECKED.add(name)
-
-
-def _warn(line: str) -> None:
-    print(f"harness: warning: {line}", file=sys.stderr)
 
 
 # --------------------------------------------------------------------------- loading

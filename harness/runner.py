@@ -54,6 +54,7 @@ from harness.train.loop import RunFailed, TrainResult, TrainSetup, forecast_phas
 from harness.train.reference import cached_reference_sums, folder_fingerprint
 from harness.train.adapters import AdaptersDisabled, add_adapters, merged
 from harness.train.regimes import RegimeRun, run_regime
+from harness.train.trackers import with_trackers
 
 # The sandbox's training files for each data shape the trainer consumes, and their tokenizers.
 SANDBOX_TRAIN_FILES = {"paired": "pairs_train", "unpaired": "unpaired_train", "sessions": "sessions_train", "sft": "sft_train"}
@@ -523,7 +524,12 @@ def _train(spec: RunSpec, suite: Suite, world: World, *, guard=None, log=None) -
         checkpoint=RunCheckpoint(spec.run_id, spec.train.checkpoint_every, guard=guard),
         generation_backend=suite.evaluate.backend,
     )
-    trained = run_regime(method.regime.name, run, dict(spec.regime_hparams))
+    run.setup, trackers = with_trackers(setup, train.report_to, suite.name, f"{spec.label()}-{spec.run_id}",
+                                        {"run_id": spec.run_id, **spec.identity()})
+    try:
+        trained = run_regime(method.regime.name, run, dict(spec.regime_hparams))
+    finally:
+        trackers.finish()
     return merged(policy), trained  # evaluation (and vLLM) take the adapters merged into the weights
 
 

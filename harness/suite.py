@@ -34,7 +34,7 @@ from harness.sampling import sampling_problem
 
 DEFAULT_KL_BUDGET = 10.0  # nats: the ranks' budget (harness.rank), and a tuned suite's by default
 from harness.names import check_name
-from harness.values import Constraint, at_least, check_value, coerce, in_range, non_negative, one_of, positive
+from harness.values import Constraint, at_least, check_value, coerce, each, in_range, non_negative, one_of, positive
 
 BUDGET_KINDS = ("flops", "tokens", "examples", "steps")
 ON_INVALID = ("drop", "error")  # data.on_invalid: what harness.data.loading does with a bad row
@@ -70,6 +70,7 @@ def setting(default: Any, *checks: Constraint, identity: bool | str = True) -> A
 
 
 PRECISIONS = ("auto", "bf16-mixed", "bf16", "fp32")  # harness.memory.resolved_precision
+TRACKERS = ("tensorboard", "trackio", "wandb", "mlflow")  # train.report_to (harness.train.trackers)
 QUANTIZE = ("none", "nf4")  # train.quantize: the frozen base of a LoRA run, through bitsandbytes (CUDA)
 
 
@@ -155,6 +156,8 @@ class TrainConfig:
     peft: PeftConfig = setting(PeftConfig(), identity=UNLESS_DEFAULT)
     quantize: str = setting("none", one_of(*QUANTIZE), identity=UNLESS_DEFAULT)  # nf4: QLoRA (needs train.peft)
     distributed: DistributedConfig = setting(DistributedConfig(), identity=False)
+    # Experiment trackers that get each run's training curve (optional libraries; off by default).
+    report_to: tuple[str, ...] = setting((), each(one_of(*TRACKERS)), identity=False)
 
     @property
     def micro_batches(self) -> int:

@@ -80,6 +80,7 @@ class TrainSetup:
     cached_reference: torch.Tensor | None = None  # (n_examples, groups) summed log-probs
     initial: Accounting = field(default_factory=Accounting)  # already spent in this phase (generation)
     step_offset: int = 0  # optimizer steps of earlier phases, so curves have one step axis
+    on_log: Callable[[dict[str, Any]], None] | None = None  # each curve point, to the run's trackers (main process)
     after_step: Callable[[int], None] | None = None  # a regime's hook, given the phase's step
     progress: str | None = None  # a progress-bar label, or None for no bar
     log: Callable[[str], Any] | None = None  # gets the phase's budget forecast before it trains
@@ -189,7 +190,7 @@ def train_policy(policy: torch.nn.Module, setup: TrainSetup, checkpoint: PhaseCh
             result.refused_step = step_amount(cost, setup.budget.kind)
             break
         done += 1
-        metrics = _optimizer_step(trained, optimizer, indices, setup, loss_state, device, done)
+        metrics, logps = _optimizer_step(trained, optimizer, indices, setup, loss_state, device, done)
         scheduler.step()
         result.accounting.add(cost)
         bar.update(1)
@@ -197,6 +198,8 @@ def train_policy(policy: torch.nn.Module, setup: TrainSetup, checkpoint: PhaseCh
             setup.after_step(done)
         if done % setup.config.log_every == 0 or done == 1:
             result.curve.append(_curve_row(done + setup.step_offset, metrics, scheduler, result.accounting, setup.budget))
+            if setup.on_log is not None and is_main():  # a tracker's point: the curve's and the policy's log-probs
+                setup.on_log({**result.curve[-1], **logps})
         if checkpoint is not None and checkpoint.store.due(done):  # every process: FSDP gathers the state
             _save(checkpoint, trained, policy, setup, optimizer, scheduler, result, loss_state, started)
     bar.close()
@@ -227,17 +230,21 @@ def _save(checkpoint: PhaseCheckpoint, trained, policy, setup: TrainSetup, optim
 
 
 def _optimizer_step(policy, optimizer, indices: list[int], setup: TrainSetup,
-                    loss_state: dict[str, torch.Tensor], device, step: int) -> dict[str, float]:
-    """Forward, loss and backward over the micro-batches, then one clipped optimizer step."""
+                    loss_state: dict[str, torch.Tensor], device, step: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Forward, loss and backward over the micro-batches, then one clipped optimizer step. Returns
+    the step's curve metrics and the policy's mean sequence log-probs (for trackers: TRL's
+    logps/chosen and logps/rejected; not stored, so stored curves keep their rows)."""
     chunks = local_micro_batches(indices, setup.config.grad_accumulation)
     parts = len(chunks)  # this process's; the averaged gradients are the whole batch's mean
     sums: dict[str, float] = {}
+    logps: dict[str, float] = {}
     for chunk in chunks:
         batch = setup.data.collate(chunk, setup.pad_id, kl_pairs=setup.kl_pairs).to(device)
         with hardware.autocast(device, setup.config.precision):
             stats, kl_stats = forward(policy, batch, setup)
         ctx = StepContext(batch, setup.data.shape, stats, kl_stats, setup.cached_reference, loss_state)
-        out = setup.loss.fn(loss_inputs_for(setup.loss.needs, ctx), **setup.hparams)
+        inputs = loss_inputs_for(setup.loss.needs, ctx)
+        out = setup.loss.fn(inputs, **setup.hparams)
         loss = out.losses.float().mean()
         if not all_finite(loss):
             raise NonFiniteLoss(non_finite_message(setup.loss, loss.item(), step))
@@ -245,12 +252,16 @@ def _optimizer_step(policy, optimizer, indices: list[int], setup: TrainSetup,
         loss_state.update({k: v.detach() for k, v in out.state_updates.items()})
         for name, value in {"loss": loss, **out.metrics}.items():
             sums[name] = sums.get(name, 0.0) + value.detach().float().mean().item() / parts
+        if setup.on_log is not None:
+            for name in ("policy_chosen_logps", "policy_rejected_logps"):
+                if getattr(inputs, name, None) is not None:
+                    logps[name] = logps.get(name, 0.0) + getattr(inputs, name).detach().float().mean().item() / parts
     grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), setup.config.grad_clip)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     sums = averaged(sums)
     sums["grad_norm"] = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
-    return sums
+    return sums, logps
 
 
 def _curve_row(step: int, metrics: dict[str, float], scheduler, accounting: Accounting, budget: Budget) -> dict[str, Any]:
