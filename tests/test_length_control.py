@@ -25,11 +25,10 @@ from harness.length_control import (
     run_win_rate,
 )
 
-STORED = Path(__file__).resolve().parents[1] / "results" / "sandbox-all"
+def _stored_comparisons(runs: int, scratch: Path) -> pd.DataFrame:
+    from tests.published import published_runs
 
-
-def _stored_comparisons(runs: int) -> pd.DataFrame:
-    files = sorted(STORED.glob("*.samples.parquet"))[:runs]
+    files = sorted((published_runs("sandbox-all", scratch) / "sandbox-all").glob("*.samples.parquet"))[:runs]
     frame = pd.concat([pd.read_parquet(f, columns=["run_id", "prompt_id", "outcome", "completion",
                                                    "baseline_completion"]) for f in files])
     frame["policy_length"] = frame["completion"].str.len()
@@ -37,8 +36,7 @@ def _stored_comparisons(runs: int) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
-@pytest.mark.skipif(not STORED.is_dir(), reason="results/sandbox-all is not in this checkout")
-def test_matches_the_alpaca_eval_package_on_stored_samples(tmp_path, monkeypatch):
+def test_matches_the_alpaca_eval_package_on_stored_samples(tmp_path, tmp_path_factory, monkeypatch):
     """Six stored runs: the joint difficulty is fitted across them; then, per run, the package's
     end-to-end function on AlpacaEval-style annotations (preference 1 = baseline wins, 2 = model
     wins, 1.5 = tie; output_1 the baseline) with its hub download of df_gamed.csv replaced by a
@@ -46,7 +44,7 @@ def test_matches_the_alpaca_eval_package_on_stored_samples(tmp_path, monkeypatch
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from alpaca_eval.metrics import glm_winrate
-    comparisons = _stored_comparisons(6)
+    comparisons = _stored_comparisons(6, tmp_path_factory.getbasetemp())
     features = featurize(comparisons)
     difficulty = instruction_difficulty(features)
     gamed = pd.DataFrame({"model": "none", "index": difficulty.index, "instruction_difficulty": difficulty.values})

@@ -81,7 +81,7 @@ def test_a_one_start_suite_keeps_its_run_ids_and_lock_names():
     assert len({study_lock(two, s, "dpo") for s in STARTS} | {study_lock(suite, "sandbox", "dpo")}) == 3
 
 
-def test_the_published_sandbox_tuned_replays_unchanged(tmp_path):
+def test_the_published_sandbox_tuned_replays_unchanged(tmp_path, tmp_path_factory):
     """Replaying sandbox-tuned's study from its stored trials (a copy; every trial is stored, so
     nothing may train) gives the stored trials table (the start columns aside), and its headline
     folder holds exactly the start run and the finals the table selects."""
@@ -91,7 +91,9 @@ def test_the_published_sandbox_tuned_replays_unchanged(tmp_path):
     from harness.tune import final_specs, read_trials, start_spec, tune_start
     from harness.tuning.check import check_tuning, defaults_suite
 
-    shutil.copytree(ROOT / "results" / "sandbox-tuned", tmp_path / "sandbox-tuned")
+    from tests.published import published_runs
+
+    shutil.copytree(published_runs("sandbox-tuned", tmp_path_factory.getbasetemp()) / "sandbox-tuned", tmp_path / "sandbox-tuned")
     suite = load_suite(ROOT / "suites" / "sandbox-tuned.yaml")
 
     def no_world(*_):

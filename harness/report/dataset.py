@@ -93,13 +93,18 @@ def publish_suite(results_root: Path, suite: str, target: str, *, suite_file: Pa
         if not tables_only:
             copy_runs(store.folder, snap / "runs" / suite)
         pointer = {"suite": suite, "snapshot": snapshot, "harness": harness.__version__,
-                   "runs": len(store.run_ids()), "published": time.strftime("%Y-%m-%dT%H:%M:%SZ", moment),
+                   "runs": run_count(store), "published": time.strftime("%Y-%m-%dT%H:%M:%SZ", moment),
                    "full_results": full_results if tables_only else f"{snapshot}/runs"}
         write_atomic(staged / suite / LATEST, json.dumps(pointer, indent=1) + "\n")
         write_aggregate(staged)
         write_atomic(staged / "README.md", dataset_card(staged))
         destination.put(staged, changed=[f"{suite}/{snapshot}"])
     return Published(target, suite, snapshot, pointer["runs"])
+
+
+def run_count(store: ResultStore) -> int:
+    """Every stored run of the suite: the headline's and a tuned suite's trials, defaults and superseded."""
+    return len(store.run_ids()) + sum(len(inner.run_ids()) for inner in store.nested())
 
 
 def copy_runs(folder: Path, into: Path) -> None:
@@ -143,7 +148,9 @@ def dataset_card(root: Path) -> str:
                   f"- per-run files and samples: `{p.get('full_results', '?')}`",
                   "- reproduce: `harness run " + (f"{suite}/{p['snapshot']}/suite.yaml`" if has_file
                                                   else f"suites/{suite}.yaml`"),
-                  f"- re-render: `harness report {suite} --results <this dataset>`", ""]
+                  "- re-render: `harness report " + suite + " --results <this dataset>`"
+                  + ("" if p.get("full_results") == f"{p['snapshot']}/runs" else
+                     f", once the per-run files are fetched into `{suite}/` (this copy holds the tables only)"), ""]
     return "\n".join(lines)
 
 
