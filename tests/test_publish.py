@@ -16,6 +16,7 @@ from harness.errors import HarnessError
 from harness.report import write_suite_report
 from harness.report.dataset import publish_suite
 from harness.report.published import suite_results_root
+from harness.results import ResultStore
 from tests import test_rank as fixtures
 
 T0 = 1_800_000_000.0  # a fixed publication instant: 2027-01-15T08:00:00Z
@@ -88,6 +89,9 @@ def test_a_results_folder_with_runs_is_read_before_its_published_pointer(stored,
     runs win, so `harness run` then `harness report` shows what was just run."""
     publish_suite(stored, "toy", str(stored), tables_only=True, full_results="elsewhere", now=T0)
     assert suite_results_root(stored, "toy") == stored
+    store = ResultStore(stored, "toy")  # the pointer and the snapshot folder are not runs
+    assert sorted(store.read_manifests()) == store.run_ids() and store.nested() == [] and not store.damaged()
+    assert sorted(store.run_statuses()["run_id"]) == store.run_ids()
 
 
 def test_publishing_asks_for_a_stored_suite_and_a_dataset_name(stored, tmp_path, capsys):

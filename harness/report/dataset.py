@@ -38,7 +38,7 @@ from harness.report.suite import read_stored_suite
 from harness.results import ResultStore
 from harness.results.store import write_frame
 
-SNAPSHOT_FORMAT = "%Y%m%dT%H%M%SZ"
+SNAPSHOT_FORMAT = "%Y%m%dT%H%M%SZ"  # harness.results.store.SNAPSHOT_NAME matches it
 # What a reader needs to see the leaderboard without any run's files: fetched first from a Hub
 # dataset (so a report of a published suite downloads only that suite's snapshot).
 LIGHT_PATTERNS = ["README.md", "leaderboard.parquet", f"*/{LATEST}", "*/*/leaderboard.parquet",

@@ -9,8 +9,8 @@ from pathlib import Path
 from harness.errors import HarnessError
 from harness.names import is_name
 from harness.results import ResultStore
+from harness.results.store import PUBLISHED_POINTER as LATEST
 
-LATEST = "latest.json"
 HUB_PREFIX = "hf://datasets/"
 
 

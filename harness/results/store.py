@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -35,6 +36,10 @@ from harness.results.lease import Lease, LeaseLost, live_holder, owner_is_alive,
 from harness.results.schema import SCHEMA_VERSION, results_schema, samples_schema
 
 TEMP_SUFFIX = ".tmp"
+# A published suite's pointer and snapshot folders (harness.report.dataset) may sit in a suite's
+# folder beside its runs: neither is a run, a manifest or a tuned suite's sub-store.
+PUBLISHED_POINTER = "latest.json"
+SNAPSHOT_NAME = re.compile(r"\d{8}T\d{6}Z")
 
 
 def _atomic_write_bytes(path: Path, write: Callable[[Path], Any]) -> None:
@@ -104,7 +109,10 @@ class ResultStore:
         and superseded finals), at any depth: a folder counts when a run in it has a manifest."""
         found = []
         for folder in sorted(p for p in self.folder.rglob("*") if p.is_dir()):
-            store = self.inner(*folder.relative_to(self.folder).parts)
+            parts = folder.relative_to(self.folder).parts
+            if SNAPSHOT_NAME.fullmatch(parts[0]):
+                continue
+            store = self.inner(*parts)
             if any(store.manifest_path(r).exists() for r in store.run_ids()):
                 found.append(store)
         return found
@@ -144,6 +152,9 @@ class ResultStore:
             return None
         return value if isinstance(value, dict) else None
 
+    def _manifest_files(self) -> list[Path]:
+        return sorted(p for p in self.folder.glob("*.json") if p.name != PUBLISHED_POINTER)
+
     # ---- damage
 
     def damaged(self) -> list[tuple[Path, str]]:
@@ -151,7 +162,7 @@ class ResultStore:
         JSON object, a parquet file whose footer is unreadable (truncated, overwritten). Temporary
         files and locks are not results and are not checked."""
         out = []
-        for path in sorted(self.folder.glob("*.json")):
+        for path in self._manifest_files():
             if self.read_manifest(path.stem) is None:
                 out.append((path, "not a JSON manifest"))
         for path in sorted(self.folder.glob("*.parquet")):
@@ -177,7 +188,7 @@ class ResultStore:
     def read_manifests(self) -> dict[str, dict[str, Any]]:
         """Every readable manifest of the suite, by run id."""
         out = {}
-        for path in sorted(self.folder.glob("*.json")):
+        for path in self._manifest_files():
             manifest = self.read_manifest(path.stem)
             if manifest is not None:
                 out[path.stem] = manifest
@@ -329,7 +340,7 @@ class ResultStore:
         the error names it and the repair), "running" (a live process holds its lock), "failed"
         (recorded failure, re-run on the next invocation), "interrupted" (its process died mid-run;
         re-run on the next invocation) or the manifest's own word."""
-        ids = {p.stem for p in self.folder.glob("*.json")} | set(self.run_ids())
+        ids = {p.stem for p in self._manifest_files()} | set(self.run_ids())
         ids |= {p.stem for p in self.folder.glob("*.lock")}
         damaged = {path.name.split(".", 1)[0]: (path, reason) for path, reason in reversed(self.damaged())}
         rows = []
