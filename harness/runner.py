@@ -198,7 +198,7 @@ def prepare_world(suite: Suite, model: str | None = None) -> World:
     sandbox, config = _built_sandbox(suite) if _uses_sandbox(suite) else (None, SandboxConfig())
     device = pick_device()
     start_path = resolve_model_path(model, sandbox.start_dirs() if sandbox else None, where=f"{suite.path}: model")
-    tokenizer = load_tokenizer(start_path)
+    tokenizer = load_tokenizer(start_path, where=f"{suite.path}: model")
     data_loading = None
     validation = None
     if suite.dataset == SANDBOX:
