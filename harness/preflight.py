@@ -5,8 +5,9 @@ Cheap checks that import no torch come first (a typo costs well under a second, 
 finds it): the suite's schema (harness.suite, already applied by `load_suite`), the budget's size,
 the results folder (writable, no damaged stored files), local models, datasets and reward models
 that must exist (a model folder's config.json, weights and tokenizer files read). Then the checks
-that need the registries: the sandbox's settings, the plugins, local start models' tokenizers, the
-methods' hyper-parameters (planning), the reward model's name and the lm-eval tasks.
+that need the registries: the sandbox's settings, the plugins, local start models' tokenizers, a
+tuned suite's spaces and metric, the methods' hyper-parameters (planning), the reward model's name
+and the lm-eval tasks.
 What needs the data itself (one full batch of every shape a method trains on) is checked by the
 runner once the data is loaded, still before the first run (harness.runner.check_trainable).
 """
@@ -18,7 +19,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, did_you_mean
 from harness.suite import SANDBOX, SANDBOX_MODELS, Suite, check_budget_size
 
 # A folder's tokenizer is one of these (fast, sentencepiece, byte-level BPE, WordPiece vocabularies).
@@ -56,6 +57,7 @@ def check_registered(suite: Suite) -> list:
         from harness.tuning.check import check_tuning, defaults_suite
 
         check_tuning(suite)
+        check_tune_metric(suite)
         suite = defaults_suite(suite)
     specs = plan_suite(suite)
     check_reward_model(suite.evaluate.reward_model, f"{suite.where('evaluate.reward_model')}: evaluate.reward_model")
@@ -64,6 +66,23 @@ def check_registered(suite: Suite) -> list:
 
         check_tasks(suite.evaluate.lm_eval_tasks, (suite.path.parent / "tasks",), where=f"{suite.where('evaluate.lm_eval_tasks')}: evaluate.lm_eval_tasks")
     return specs
+
+
+def check_tune_metric(suite: Suite) -> None:
+    """tune.metric is "reward" or a key an evaluator registers ("evaluator/metric"; plugins' too, as
+    they are loaded first), so that a typo is found before the trials rather than after all of them;
+    an lm-eval task's keys are known only once it runs, so only its evaluator part is checked."""
+    import harness.evaluate.metrics  # noqa: F401 (importing it registers the evaluators)
+    from harness.evaluate.registry import EVALUATORS
+
+    metric = suite.tune.metric
+    if metric == "reward" or metric.startswith("lm_eval/") and suite.evaluate.lm_eval_tasks:
+        return
+    keys = {f"{name}/{m.name}" for name in EVALUATORS.names() for m in EVALUATORS.get(name).metrics}
+    if metric not in keys:
+        raise HarnessError(f"{suite.where('tune.metric')}: tune.metric = {metric!r} is not a metric the trials "
+                           f"measure{did_you_mean(metric, ['reward', *keys])}; give 'reward' or an evaluator/metric "
+                           "key (lm_eval/... needs evaluate.lm_eval_tasks)")
 
 
 # --------------------------------------------------------------------------- the results folder
