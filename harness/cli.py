@@ -181,8 +181,7 @@ def cmd_run(args) -> int:
     elif not args.no_report:
         _write_report(Path(args.results), suite.name, Path(args.reports))
     print(f"{suite.name}: finished in {time.perf_counter() - started:.1f} s")
-    for failed in outcome.failed:
-        print(f"  failed: {failed.spec.label()} ({failed.spec.run_id}): {failed.error}", file=sys.stderr)
+    outcome.report_failed()
     if unmet:  # reported after everything else is stored: the trials stay, nothing is relaxed
         from harness.tune import unmet_message
 
@@ -272,10 +271,15 @@ def _print_memory_plan(suite, specs) -> None:
         print(f"{spec.run_id:<12}  {spec.label():<28} {verdict:<12} {prediction.describe()}{gpu_time}")
 
 
+def _suite_file(text: str) -> Path | None:
+    """The suite file a command was given, if it was given one (else a suite name)."""
+    return Path(text) if Path(text).suffix in (".yaml", ".yml") else None
+
+
 def _suite_name(text: str) -> str:
     """A suite given as a name or as its file: the name."""
-    path = Path(text)
-    if path.suffix in (".yaml", ".yml"):
+    path = _suite_file(text)
+    if path is not None:
         from harness.suite import load_suite
 
         return load_suite(path).name
@@ -297,18 +301,21 @@ def cmd_report(args) -> int:
     from harness.report import write_suite_report
 
     name = _suite_name(args.suite)
-    path = write_suite_report(_results_folder(args), name, Path(args.reports) / f"{name}.html")
+    path = write_suite_report(_results_folder(args), name, Path(args.reports) / f"{name}.html",
+                              suite_file=_suite_file(args.suite))
     print(f"report: {path}")
     return 0
 
 
 def cmd_results(args) -> int:
     from harness.results import ResultStore
+    from harness.suite import run_suggestion
 
     store = ResultStore(Path(args.results), _suite_name(args.suite))
     runs = store.run_statuses()
     if runs.empty:
-        raise HarnessError(f"{store.folder}: no runs stored; run `harness run suites/{store.suite}.yaml`")
+        raise HarnessError(f"{store.folder}: no runs stored; "
+                           f"{run_suggestion(store.suite, _suite_file(args.suite))}")
     for r in runs.itertuples():
         seed = "" if r.seed is None or r.seed != r.seed else f"seed={int(r.seed)}"
         print(f"{r.run_id}  {r.label:<28} {seed:<7} {r.status:<11} {r.error}".rstrip())
@@ -337,8 +344,7 @@ def cmd_publish(args) -> int:
     from harness.report.dataset import publish_suite
 
     name = _suite_name(args.suite)
-    suite_file = Path(args.suite) if Path(args.suite).suffix in (".yaml", ".yml") else Path("suites") / f"{name}.yaml"
-    done = publish_suite(Path(args.results), name, args.to, suite_file=suite_file,
+    done = publish_suite(Path(args.results), name, args.to, suite_file=_suite_file(args.suite) or Path("suites") / f"{name}.yaml",
                          tables_only=args.tables_only, full_results=args.full_results)
     what = "tables" if args.tables_only else f"{done.runs} runs"
     print(f"published {name} ({what}) to {done.target} as snapshot {done.snapshot}")

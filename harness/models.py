@@ -82,15 +82,28 @@ def cached_locally(name: str) -> bool:
         return False
 
 
-def load_tokenizer(name_or_path: str):
+def load_tokenizer(name_or_path: str, *, where: str = "model"):
+    """The tokenizer of a model folder or Hub id, padding with its eos token where it has no pad token."""
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-    except OSError as err:
-        raise HarnessError(f"model {name_or_path!r}: cannot load its tokenizer ({_first_line(err)})") from None
-    if tokenizer.pad_token is None:
-        # Decoder-only tokenizers often ship without a pad token; padding is masked everywhere.
-        tokenizer.pad_token = tokenizer.eos_token
+    except Exception as err:  # noqa: BLE001 (a damaged tokenizer file fails in many types; all are bad input)
+        raise HarnessError(f"{where}: {name_or_path!r}: cannot load its tokenizer ({_first_line(err)}); "
+                           "restore the folder's tokenizer files (tokenizer.save_pretrained writes them)") from None
+    fill_pad_token(tokenizer, name_or_path, where=where)
     return tokenizer
+
+
+def fill_pad_token(tokenizer, name_or_path: str, *, where: str, fallbacks: tuple[str, ...] = ("eos_token",)) -> None:
+    """Give a tokenizer without a pad token the first of `fallbacks` it has (decoder-only
+    tokenizers often ship without one; padding is masked everywhere); one that has none of them
+    cannot pad a batch, and is refused before any work."""
+    if tokenizer.pad_token is not None:
+        return
+    token = next((getattr(tokenizer, name) for name in fallbacks if getattr(tokenizer, name) is not None), None)
+    if token is None:
+        raise HarnessError(f"{where}: {name_or_path!r}: its tokenizer has neither a pad nor an eos token; set "
+                           "\"eos_token\" (its end-of-text token) in the folder's tokenizer_config.json")
+    tokenizer.pad_token = token
 
 
 def load_policy(name_or_path: str, device: torch.device | None = None, precision: str = "auto", *,

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from harness.cache import content_hash
+from harness.errors import HarnessError
 from harness.suite import (SANDBOX, SANDBOX_VERSION, Budget, DataConfig, EvalConfig, MethodEntry, Suite, TrainConfig,
                            identity_fields)
 
@@ -112,20 +113,34 @@ def _evaluate_identity(evaluate) -> dict[str, Any]:
 
 def plan_suite(suite: Suite) -> list[RunSpec]:
     """For each starting point (one unless `model:` names several): the starting model's run
-    first, then every method setting × seed, in suite order."""
+    first, then every method setting × seed, in suite order. A setting listed twice (a method
+    named twice, an entry giving its defaults, a grid repeating a value) is refused, as a seed
+    listed twice is: it would silently run once."""
     from harness.losses import get_loss
     from harness.losses.regimes import MethodHparams, resolve_method_hparams
 
     runs = []
     for model in suite.start_models:
         runs.append(_spec(suite, START, "1", MethodHparams({}, {}), suite.seeds[0], model=model))
-        for entry in suite.methods:
+        entries: dict[str, int] = {}  # run id -> the methods entry (1-based) that gave it
+        for number, entry in enumerate(suite.methods, 1):
             loss = get_loss(entry.name, where=f"{suite.where('methods')}: methods")
             for hparams in _grid(entry):
                 resolved = resolve_method_hparams(loss, hparams, where=suite.where(f"methods.{entry.name}"))
                 for seed in suite.seeds:
-                    runs.append(_spec(suite, entry.name, loss.version, resolved, seed, model=model))
-    return _unique(runs)
+                    spec = _spec(suite, entry.name, loss.version, resolved, seed, model=model)
+                    if spec.run_id in entries:
+                        raise _listed_twice(suite, spec, entries[spec.run_id], number)
+                    entries[spec.run_id] = number
+                    runs.append(spec)
+    return runs
+
+
+def _listed_twice(suite: Suite, spec: RunSpec, first: int, second: int) -> HarnessError:
+    entries = (f"entries {first} and {second} give the same hyper-parameters" if first != second
+               else f"entry {first}'s grid repeats it")
+    return HarnessError(f"{suite.where('methods')}: methods lists the setting {spec.label()} twice ({entries}); "
+                        "list each method setting once")
 
 
 def start_spec(suite: Suite, model: str | None = None) -> RunSpec:
@@ -171,16 +186,6 @@ def _grid(entry: MethodEntry) -> list[dict[str, Any]]:
     keys = list(entry.hparams)
     values = [v if isinstance(v, list) else [v] for v in entry.hparams.values()]
     return [dict(zip(keys, combo)) for combo in itertools.product(*values)] or [{}]
-
-
-def _unique(runs: list[RunSpec]) -> list[RunSpec]:
-    seen: set[str] = set()
-    out = []
-    for run in runs:
-        if run.run_id not in seen:
-            seen.add(run.run_id)
-            out.append(run)
-    return out
 
 
 def shard_ids(run_ids: Sequence[str], k: int, n: int) -> list[str]:

@@ -4,20 +4,29 @@
 Cheap checks that import no torch come first (a typo costs well under a second, whichever command
 finds it): the suite's schema (harness.suite, already applied by `load_suite`), the budget's size,
 the results folder (writable, no damaged stored files), local models, datasets and reward models
-that must exist. Then the checks that need the registries: the sandbox's settings, the plugins
-and the methods' hyper-parameters (planning), the reward model's name and the lm-eval tasks.
+that must exist (a model folder's config.json, weights and tokenizer files read). Then the checks
+that need the registries: the sandbox's settings, the plugins, local start models' tokenizers, a
+tuned suite's spaces and metric, the methods' hyper-parameters (planning), the reward model's name
+and the lm-eval tasks.
 What needs the data itself (one full batch of every shape a method trains on) is checked by the
 runner once the data is loaded, still before the first run (harness.runner.check_trainable).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, did_you_mean
 from harness.suite import SANDBOX, SANDBOX_MODELS, Suite, check_budget_size
+
+# A folder's tokenizer is one of these (fast, sentencepiece, byte-level BPE, WordPiece vocabularies).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "spiece.model", "vocab.json", "vocab.txt")
+WEIGHT_SUFFIXES = (".safetensors", ".bin")
+# What a clone without git-lfs holds in place of each large file: a text file of three lines.
+LFS_POINTER = b"version https://git-lfs.github.com/spec/v1"
 
 
 def check_suite(suite: Suite, results_root: Path | None = None, *, allow_large_budget: bool = False) -> list:
@@ -43,10 +52,12 @@ def check_registered(suite: Suite) -> list:
 
         SandboxConfig.from_dict(suite.sandbox, suite.where("sandbox"))
     load_suite_plugins(suite)
+    check_local_tokenizers(suite)
     if suite.tune:  # the spaces under the suite's overrides; the plan is the start and the defaults
         from harness.tuning.check import check_tuning, defaults_suite
 
         check_tuning(suite)
+        check_tune_metric(suite)
         suite = defaults_suite(suite)
     specs = plan_suite(suite)
     check_reward_model(suite.evaluate.reward_model, f"{suite.where('evaluate.reward_model')}: evaluate.reward_model")
@@ -55,6 +66,23 @@ def check_registered(suite: Suite) -> list:
 
         check_tasks(suite.evaluate.lm_eval_tasks, (suite.path.parent / "tasks",), where=f"{suite.where('evaluate.lm_eval_tasks')}: evaluate.lm_eval_tasks")
     return specs
+
+
+def check_tune_metric(suite: Suite) -> None:
+    """tune.metric is "reward" or a key an evaluator registers ("evaluator/metric"; plugins' too, as
+    they are loaded first), so that a typo is found before the trials rather than after all of them;
+    an lm-eval task's keys are known only once it runs, so only its evaluator part is checked."""
+    import harness.evaluate.metrics  # noqa: F401 (importing it registers the evaluators)
+    from harness.evaluate.registry import EVALUATORS
+
+    metric = suite.tune.metric
+    if metric == "reward" or metric.startswith("lm_eval/") and suite.evaluate.lm_eval_tasks:
+        return
+    keys = {f"{name}/{m.name}" for name in EVALUATORS.names() for m in EVALUATORS.get(name).metrics}
+    if metric not in keys:
+        raise HarnessError(f"{suite.where('tune.metric')}: tune.metric = {metric!r} is not a metric the trials "
+                           f"measure{did_you_mean(metric, ['reward', *keys])}; give 'reward' or an evaluator/metric "
+                           "key (lm_eval/... needs evaluate.lm_eval_tasks)")
 
 
 # --------------------------------------------------------------------------- the results folder
@@ -97,14 +125,52 @@ def check_model_source(name: str, where: str) -> None:
         raise HarnessError(f"{where}: unknown sandbox model {name!r}; use one of {', '.join(SANDBOX_MODELS)}")
     path = Path(name).expanduser()
     if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise HarnessError(f"{where}: folder {name!r} holds no model (no config.json); give a folder written by "
-                               "save_pretrained, or a Hub id")
+        check_model_folder(path, name, where)
         return
     if path.exists():
         raise HarnessError(f"{where}: {name!r} is a file; give a model folder or a Hub id (owner/name)")
     if _looks_local(name):
         raise HarnessError(f"{where}: no such folder {name!r}; give a model folder or a Hub id (owner/name)")
+
+
+def check_model_folder(path: Path, name: str, where: str) -> None:
+    """A local model folder holds what loading reads: a config.json that parses, weights that are
+    not git-lfs pointers, and tokenizer files (read here, without torch, before any work)."""
+    config = path / "config.json"
+    if not config.is_file():
+        raise HarnessError(f"{where}: folder {name!r} holds no model (no config.json); give a folder written by "
+                           "save_pretrained, or a Hub id")
+    try:
+        parsed = json.loads(config.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise HarnessError(f"{where}: folder {name!r}: config.json is not valid JSON ({err}); restore it "
+                           "(save_pretrained writes it) or download the model again") from None
+    if not isinstance(parsed, dict) or "model_type" not in parsed:
+        raise HarnessError(f"{where}: folder {name!r}: config.json has no 'model_type'; restore it "
+                           "(save_pretrained writes it) or download the model again")
+    for weights in sorted(p for p in path.iterdir() if p.suffix in WEIGHT_SUFFIXES and p.is_file()):
+        if _is_lfs_pointer(weights):
+            raise HarnessError(f"{where}: folder {name!r}: {weights.name} is a git-lfs pointer "
+                               f"({weights.stat().st_size} bytes), not the weights; run `git lfs pull` in the "
+                               "folder, or download the model with `hf download`")
+    if not any((path / file).is_file() for file in TOKENIZER_FILES):
+        raise HarnessError(f"{where}: folder {name!r} has no tokenizer files (none of {', '.join(TOKENIZER_FILES)}); "
+                           "save the model's tokenizer into it (tokenizer.save_pretrained)")
+
+
+def _is_lfs_pointer(file: Path) -> bool:
+    with file.open("rb") as f:
+        return f.read(len(LFS_POINTER)) == LFS_POINTER
+
+
+def check_local_tokenizers(suite: Suite) -> None:
+    """Each local start model's tokenizer loads and can pad (a Hub model's is checked when it is
+    fetched, as the run starts); the tokenizer is small, so this costs well under a second."""
+    from harness.models import load_tokenizer
+
+    for model in suite.start_models:
+        if model not in SANDBOX_MODELS and Path(model).expanduser().is_dir():
+            load_tokenizer(os.path.expanduser(model), where=f"{suite.where('model')}: model")
 
 
 def check_dataset_source(name: str, where: str) -> None:

@@ -3,11 +3,14 @@ evaluate and store. One run's failure (a NaN loss) is recorded and the suite goe
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
 import platform
+import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -178,6 +181,12 @@ class SuiteOutcome:
     def failed(self) -> list[RunOutcome]:
         return [r for r in self.runs if r.status == "failed"]
 
+    def report_failed(self) -> None:
+        """One line per failed run on stderr, where a command's errors go (`harness run` and
+        `harness rank` alike), so that a script reading the leaderboard from stdout never reads them."""
+        for run in self.failed:
+            print(f"  failed: {run.spec.label()} ({run.spec.run_id}): {run.error}", file=sys.stderr)
+
 
 # On CPU, models this small do not gain from intra-op threads, and on a shared machine a second
 # thread makes every small op wait for the slower core (measured here: 10 DPO steps of the
@@ -199,7 +208,7 @@ def prepare_world(suite: Suite, model: str | None = None) -> World:
     sandbox, config = _built_sandbox(suite) if _uses_sandbox(suite) else (None, SandboxConfig())
     device = pick_device()
     start_path = resolve_model_path(model, sandbox.start_dirs() if sandbox else None, where=f"{suite.path}: model")
-    tokenizer = load_tokenizer(start_path)
+    tokenizer = load_tokenizer(start_path, where=f"{suite.path}: model")
     data_loading = None
     validation = None
     if suite.dataset == SANDBOX:
@@ -393,8 +402,37 @@ def run_one(spec: RunSpec, suite: Suite, world: World, store: ResultStore, *, lo
     except OSError as err:  # a full disk, a folder gone read-only: unforeseeable, so cleaned up here
         _discard_partial_run(spec, store)
         detail = f"{err.strerror or err}" + (f" ({err.filename})" if err.filename else "")
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            detail += f": {_full_folder(err, store.root)}"
         raise HarnessFault(f"{spec.label()} ({spec.run_id}): {detail}; nothing of this run was kept (no manifest, "
                            "no checkpoint) and stored runs are intact; fix it and re-run the suite") from None
+
+
+def _full_folder(err: OSError, results_root: Path) -> str:
+    """Which of a run's two destinations is full, and how to give it room: the results folder
+    (metrics, samples) or $HARNESS_CACHE (checkpoints, prepared data, reference log-probs); told
+    by the failed file's path, else by which has the least room left (a write through an open
+    file reports no path)."""
+    folders = {"results": (Path(results_root), "free space there or pass --results with a folder that has room"),
+               "cache": (cache_root(), "free space there or set HARNESS_CACHE to a folder that has room")}
+    named = Path(os.path.abspath(err.filename)) if isinstance(err.filename, (str, os.PathLike)) else None
+    deepest_first = sorted(folders, key=lambda k: -len(Path(os.path.abspath(folders[k][0])).parts))
+    which = next((k for k in deepest_first
+                  if named is not None and named.is_relative_to(os.path.abspath(folders[k][0]))), None)
+    if which is None:
+        which = min(folders, key=lambda k: _free_bytes(folders[k][0]))
+    folder, fix = folders[which]
+    what = f"the results folder {folder}" if which == "results" else f"$HARNESS_CACHE ({folder})"
+    return f"{what} is full; {fix}"
+
+
+def _free_bytes(folder: Path) -> float:
+    """Free bytes on the disk holding `folder` (its nearest existing parent); inf if unknown."""
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    try:
+        return shutil.disk_usage(existing).free if existing is not None else math.inf
+    except OSError:
+        return math.inf
 
 
 def _discard_partial_run(spec: RunSpec, store: ResultStore) -> None:

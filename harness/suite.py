@@ -214,6 +214,10 @@ class EvalConfig:
     # lm-eval's prompts (harness.evaluate.lmeval.LM_EVAL_CHAT_TEMPLATE): auto | chat | plain
     lm_eval_chat_template: str = setting("auto", one_of("auto", "chat", "plain"))
 
+    # One task's own few-shot count is part of its name in lm_eval_tasks, not of lm_eval_fewshot.
+    HINTS = {"lm_eval_fewshot": lambda v: (f"; to give one task its own count, name it {v!r} in "
+                                           "evaluate.lm_eval_tasks (the task:N form)") if ":" in str(v) else ""}
+
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -325,14 +329,28 @@ class Source:
         self.path = path
         self.overrides = dict(overrides or {})  # dotted key -> the --set text that gave it
 
-    def where(self, key: str = "") -> str:
+    def where(self, key: str = "", *, or_below: bool = False) -> str:
+        """`or_below`: an override of a key under `key` counts too (an unknown section, e.g. the
+        `trian` of `--set trian.lr=1`, that only the override wrote)."""
         for dotted, text in self.overrides.items():
-            if key == dotted or key.startswith(dotted + "."):
+            if key == dotted or key.startswith(dotted + ".") or or_below and dotted.startswith(key + "."):
                 return f"--set {text} (over {self.path})"
         return str(self.path)
 
-    def error(self, key: str, message: str) -> HarnessError:
-        return HarnessError(f"{self.where(key)}: {message}")
+    def error(self, key: str, message: str, *, or_below: bool = False) -> HarnessError:
+        return HarnessError(f"{self.where(key, or_below=or_below)}: {message}")
+
+
+def run_suggestion(name: str | None, suite_file: str | Path | None = None) -> str:
+    """How to produce results a command found missing: `harness run` with a suite file that exists
+    (`suite_file`, else suites/<name>.yaml; suites/quickstart.yaml for no suite in particular), never
+    a path that is not there."""
+    for candidate in (suite_file, Path("suites") / f"{name or 'quickstart'}.yaml"):
+        if candidate is not None and Path(candidate).is_file():
+            return f"run `harness run {candidate}` first"
+    if name is None:
+        return "run a suite first (`harness run SUITE.yaml`)"
+    return f"run `harness run SUITE.yaml` first, with the suite file whose name is {name!r}"
 
 
 def load_suite(path: str | Path, overrides: list[str] | None = None) -> Suite:
@@ -504,10 +522,21 @@ def _parse_methods(value: Any, src: Source) -> tuple[MethodEntry, ...]:
             entries.append(MethodEntry(*parse_mix(item["mix"], f"{src.where('methods')}: methods")))
         elif isinstance(item, dict) and len(item) == 1 and isinstance(next(iter(item)), str):
             (name, hparams), = item.items()
-            entries.append(MethodEntry(name, _mapping(hparams, src, f"methods.{name}")))
+            entries.append(MethodEntry(name, _grid_values(_mapping(hparams, src, f"methods.{name}"), src, name)))
         else:
             raise src.error("methods", f"methods entry {item!r} must be a name or {{name: {{hparam: value}}}}")
     return tuple(entries)
+
+
+def _grid_values(hparams: dict[str, Any], src: Source, method: str) -> dict[str, Any]:
+    """A method's hyper-parameters, where a list is a grid's values: an empty one would expand to
+    no setting at all, and the entry would silently run its defaults instead."""
+    for name, value in hparams.items():
+        if value == []:
+            raise src.error(f"methods.{method}.{name}", f"methods.{method}.{name} = [] is an empty grid; give at "
+                                                       f"least one value (e.g. {name}: [0.1, 0.3]) or remove it "
+                                                       "for the default")
+    return hparams
 
 
 def _section(raw: dict[str, Any], key: str, cls: type, src: Source):
@@ -532,9 +561,19 @@ def _section(raw: dict[str, Any], key: str, cls: type, src: Source):
         if isinstance(default, tuple):  # a list of names: one name alone is a list of one
             values[name] = _strings(value, src, dotted, "[arc_easy]")
         else:
-            values[name] = coerce(value, default, f"{src.where(dotted)}: {dotted}")
+            values[name] = _coerced(cls, name, value, default, f"{src.where(dotted)}: {dotted}")
         check_value(values[name], known[name].metadata.get("checks", ()), f"{src.where(dotted)}: {dotted}")
     return replace(defaults, **values)
+
+
+def _coerced(cls: type, name: str, value: Any, default: Any, where: str) -> Any:
+    """`coerce`, with the field's own advice (a section's HINTS) added to a refusal."""
+    try:
+        return coerce(value, default, where)
+    except HarnessError as err:
+        hint = getattr(cls, "HINTS", {}).get(name)
+        advice = hint(value) if hint else ""
+        raise HarnessError(f"{err}{advice}") from None
 
 
 def _mapping(value: Any, src: Source, key: str) -> dict[str, Any]:
@@ -548,7 +587,8 @@ def _mapping(value: Any, src: Source, key: str) -> dict[str, Any]:
 def _reject_unknown(given: dict[str, Any], known: set[str], src: Source, prefix: str) -> None:
     for key in given:
         if key not in known:
-            raise src.error(f"{prefix}{key}", f"unknown key {prefix}{key!r}{did_you_mean(str(key), known)}")
+            raise src.error(f"{prefix}{key}", f"unknown key {prefix}{key!r}{did_you_mean(str(key), known)}",
+                            or_below=True)
 
 
 def _apply_override(raw: dict[str, Any], override: str, path: Path) -> str:

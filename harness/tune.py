@@ -29,6 +29,7 @@ from typing import Any
 import pandas as pd
 
 from harness.cache import content_hash
+from harness.errors import HarnessError, did_you_mean
 from harness.losses import get_loss
 from harness.plan import RunSpec, method_spec, plan_suite, start_spec
 from harness.plugins import load_suite_plugins
@@ -120,10 +121,11 @@ def tune_start(suite: Suite, start: Start, spaces: dict[str, MethodSpace], defau
     main = ResultStore(results_root, suite.name)
     first = start_spec(suite, start[1])
     outcome.runs += run_specs(suite, [first], main, world, log=log, what=f"{_what(suite, start)} start").runs
-    outcome.runs += run_specs(suite, defaults, defaults_store(results_root, suite.name), world, log=log,
-                              what=f"{_what(suite, start)} defaults").runs
     start_rows = main.read_run(first.run_id)[0]  # this start's own keys: its metric and headline KL
     key = metric_of(suite.tune.metric, start_rows)
+    check_measured(suite, key, start_rows)
+    outcome.runs += run_specs(suite, defaults, defaults_store(results_root, suite.name), world, log=log,
+                              what=f"{_what(suite, start)} defaults").runs
     direction = direction_of(suite.tune.direction, key, start_rows)  # the metric's flag, not its values
     kl = kl_key(start_rows)  # the suite's headline KL (exact where computed), which the budget bounds
     records = _tune_methods(suite, start, spaces, (key, kl), direction, trials_store(results_root, suite.name), world,
@@ -132,6 +134,17 @@ def tune_start(suite: Suite, start: Start, spaces: dict[str, MethodSpace], defau
                    direction, suite.tune.kl_budget)[list(TRIAL_COLUMNS)]
     log(f"{_what(suite, start)}: {_within_text(table, suite.tune.kl_budget)}")
     return table
+
+
+def check_measured(suite: Suite, key: str, start_rows: pd.DataFrame) -> None:
+    """The selection metric is among the start run's: every run reports the same evaluators' keys,
+    so a metric the start does not report (an lm-eval task's typo, which preflight cannot know, or
+    a metric its evaluator leaves out) would leave every trial without a value; found before them."""
+    measured = set(start_rows["evaluator"].astype(str) + "/" + start_rows["metric"].astype(str))
+    if key not in measured:
+        raise HarnessError(f"{suite.where('tune.metric')}: tune.metric = {suite.tune.metric!r}: the start run "
+                           f"reports no {key!r}{did_you_mean(key, measured)}, so no trial would; name a metric "
+                           "it reports")
 
 
 def _within_text(table: pd.DataFrame, budget: float) -> str:

@@ -144,3 +144,50 @@ def test_allow_large_budget_lets_a_huge_budget_through_the_check(tmp_path):
     with pytest.raises(Exception, match="allow-large-budget"):
         check_suite(suite, tmp_path)
     assert check_suite(suite, tmp_path, allow_large_budget=True)  # the runs are planned
+
+
+def test_report_on_a_suite_never_run_suggests_only_real_paths(tmp_path, capsys, monkeypatch):
+    """`harness report` (and `harness results`) on a suite with no stored run: the line names the
+    suite file it was given, never a suites/<name>.yaml that is not there."""
+    monkeypatch.chdir(tmp_path)  # no suites/ folder here
+    suite = tmp_path / "mine.yaml"
+    suite.write_text("name: never_run\nmethods: [dpo]\n")
+    folders = ["--results", str(tmp_path / "results"), "--reports", str(tmp_path / "reports")]
+    for command in ("report", "results"):
+        assert main([command, "never_run", *folders]) == 2
+        err = capsys.readouterr().err
+        assert "suites/never_run.yaml" not in err and "whose name is 'never_run'" in err, err
+        assert main([command, str(suite), *folders]) == 2
+        assert f"`harness run {suite}` first" in capsys.readouterr().err
+    (tmp_path / "suites").mkdir()
+    (tmp_path / "suites" / "never_run.yaml").write_text("methods: [dpo]\n")
+    assert main(["report", "never_run", *folders]) == 2
+    assert "`harness run suites/never_run.yaml` first" in capsys.readouterr().err
+
+
+def test_rank_reports_a_failed_run_on_stderr_as_run_does(tmp_path, capsys, monkeypatch):
+    """A failed run's line goes to stderr under `harness rank` too; stdout keeps the leaderboard."""
+    import harness.commands.rank as rank
+    import harness.preflight as preflight
+    from harness.runner import RunOutcome, SuiteOutcome
+
+    class Spec:
+        run_id = "0123456789ab"
+
+        def label(self):
+            return "my_loss"
+
+    failed = SuiteOutcome([RunOutcome(Spec(), "failed", "the loss is NaN at step 3")])
+    monkeypatch.setattr(rank, "load_plugin", lambda ref, base: ["my_loss"])
+    monkeypatch.setattr(rank, "check_losses", lambda names: None)
+    monkeypatch.setattr(preflight, "check_suite", lambda *a, **k: [])
+    monkeypatch.setattr(rank, "_run", lambda suite, root, log: (failed, []))
+    monkeypatch.setattr(rank, "_print_ranking", lambda root, suite, new, log: log("the leaderboard"))
+    monkeypatch.setattr("harness.report.write_suite_report", lambda *a, **k: tmp_path / "r.html")
+    suite = tmp_path / "s.yaml"
+    suite.write_text("methods: [dpo]\n")
+    code = rank.rank_new_methods(["my_loss.py"], suite, results_root=tmp_path, reports_root=tmp_path)
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert err == "  failed: my_loss (0123456789ab): the loss is NaN at step 3\n"
+    assert "the loss is NaN" not in out and "the leaderboard" in out

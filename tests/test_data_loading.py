@@ -276,20 +276,22 @@ def test_a_row_mixing_strings_and_messages_is_an_error(tmp_path, tokenizer):
 
 
 def test_malformed_conversations_are_dropped_and_counted(tmp_path, tokenizer):
-    """issue 31: a message without a role, null content, an empty prompt, a string prompt with
-    message completions: each refused with the row and the field, or dropped and counted."""
+    """issue 31: a message without a role or with one templates do not know, null content, an
+    empty prompt, a string prompt with message completions: each refused with the row and the field, or dropped and counted."""
     good = {"prompt": messages(("user", "the sky is")), "completion": messages(("assistant", "blue .")), "label": True}
     bad = [{**good, "prompt": [{"content": "a"}]}, {**good, "completion": [{"role": "assistant", "content": None}]},
            {**good, "prompt": []}, {**good, "prompt": "the sky is"},
-           {**good, "completion": messages(("assistant", "a"), ("user", "b"))}]
+           {**good, "completion": messages(("assistant", "a"), ("user", "b"))},
+           {**good, "prompt": messages(("usr", "the sky is"))}]
     path = write_jsonl(tmp_path / "u.jsonl", [good, *bad])
-    with pytest.warns(UserWarning, match=r"dropped 5 of 6 rows \(5 malformed\)"):
+    with pytest.warns(UserWarning, match=r"dropped 6 of 7 rows \(6 malformed\)"):
         loaded = load_rows(str(path), "unpaired", tokenizer=tokenizer)
     assert loaded.rows == [{"prompt": good["prompt"], "completion": "blue .", "label": True}]
-    assert loaded.stats.dropped == {"malformed": 5} and loaded.stats.rows_read == 6
+    assert loaded.stats.dropped == {"malformed": 6} and loaded.stats.rows_read == 7
     expected = ["row 1: 'prompt': message 0 has no 'role'", "row 1: 'completion': message 0 (assistant) has content None",
                 "row 1: 'prompt' is an empty list of messages", "row 1: 'prompt' is a str while 'completion' is a list",
-                "row 1: 'completion' must be one assistant message"]
+                "row 1: 'completion' must be one assistant message",
+                "row 1: 'prompt': message 0 has role 'usr', which chat templates do not know (did you mean 'user'?)"]
     for i, text in enumerate(expected):
         rows = [good, bad[i]]
         with pytest.raises(HarnessError, match=re.escape(text)):

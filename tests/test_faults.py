@@ -159,3 +159,35 @@ def test_a_phase_whose_budget_runs_out_mid_run_fails_that_run_only(tmp_path, cap
     assert main(["run", str(suite), "--results", str(results), "--reports", str(tmp_path / "reports")]) == 1
     statuses = ResultStore(results, "tiny").run_statuses().set_index("method")["status"]
     assert statuses["ipo"] == "failed" and statuses["dpo"] == "ok" and statuses["start"] == "ok"
+
+
+@pytest.mark.parametrize("full", ["results", "cache", "unnamed"])
+def test_a_full_disk_names_the_folder_that_is_full(full, tmp_path, monkeypatch, harness_cache):
+    """ENOSPC mid-run: the line says whether the results folder or $HARNESS_CACHE is full (from
+    the failed file's path, else from which has the least room) and how to give it room."""
+    import harness.runner as runner
+    from harness.cache import cache_root
+
+    class Spec:
+        run_id = "0123456789ab"
+
+        def label(self):
+            return "dpo"
+
+    store = ResultStore(tmp_path / "results", "toy")
+    failed_file = {"results": str(store.metrics_path(Spec.run_id)),
+                   "cache": str(cache_root() / "checkpoints" / "state.pt"), "unnamed": None}[full]
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device", failed_file)
+
+    monkeypatch.setattr(runner, "_run_and_store", disk_full)
+    monkeypatch.setattr(runner, "_free_bytes", lambda folder: 0 if folder == cache_root() else 10**12)
+    with pytest.raises(HarnessFault) as caught:
+        runner.run_one(Spec(), None, None, store)
+    message = str(caught.value)
+    if full == "results":
+        assert f"the results folder {tmp_path / 'results'} is full; free space there or pass --results" in message
+    else:
+        assert f"$HARNESS_CACHE ({cache_root()}) is full; free space there or set HARNESS_CACHE" in message
+    assert "\n" not in message and message.startswith("dpo (0123456789ab): No space left on device")

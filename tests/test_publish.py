@@ -96,7 +96,7 @@ def test_a_results_folder_with_runs_is_read_before_its_published_pointer(stored,
 
 def test_publishing_asks_for_a_stored_suite_and_a_dataset_name(stored, tmp_path, capsys):
     assert main(["publish", "nothing", "--results", str(stored), "--to", str(tmp_path / "ds")]) == 2
-    assert "harness run suites/nothing.yaml" in capsys.readouterr().err
+    assert "no results found for suite 'nothing'" in capsys.readouterr().err
     assert main(["publish", "toy", "--results", str(stored), "--to", "hf://models/me/x"]) == 2
     assert "hf://datasets/OWNER/NAME" in capsys.readouterr().err
     assert not (tmp_path / "ds").exists()

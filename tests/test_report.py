@@ -101,7 +101,8 @@ def test_plotly_json_cannot_close_the_script(tmp_path):
 
 
 def test_empty_suite_is_a_clear_error(tmp_path):
-    with pytest.raises(HarnessError, match=r"no results found.*harness run suites/nothing\.yaml"):
+    with pytest.raises(HarnessError, match=r"no results found.*harness run SUITE\.yaml` first, with the suite file whose "
+                                           r"name is 'nothing'"):
         write_suite_report(tmp_path, "nothing", tmp_path / "nothing.html")
     assert not (tmp_path / "nothing.html").exists()
 

@@ -138,6 +138,21 @@ def test_a_kl_budget_no_trial_meets_selects_nothing_and_exits_2(tuned, capsys):
     assert set(main_store.read_metrics()["method"]) == {"start", "dpo", "ipo"} and superseded.run_ids() == []
 
 
+def test_a_metric_the_start_run_does_not_report_stops_before_any_trial(tuned, tmp_path, capsys):
+    """A registered metric the runs leave out (as an lm-eval task's typo would be, which preflight
+    cannot know): one line naming tune.metric once the start run is stored, and no trial trains."""
+    root, suite = tuned
+    plugin = tmp_path / "silent_evaluator.py"
+    plugin.write_text("from harness.evaluate.registry import MetricInfo, register_evaluator\n\n\n"
+                      "@register_evaluator('silent', MetricInfo('never', True, 'x', 'declared, never computed'))\n"
+                      "def silent(scored):\n    return {}\n")
+    assert _run(suite, root, "--set", f"plugins=[{plugin}]", "--set", "tune.metric=silent/never") == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and "tune.metric = 'silent/never': the start run reports no 'silent/never'" in err[0], err
+    assert "trial 1 of" not in captured.out and "done in" not in captured.out
+
+
 def test_tuning_and_ranking_share_one_kl_budget(tuned):
     from harness.rank import DEFAULT_KL_BUDGET, ranking_kl_budget
     from harness.suite import load_suite

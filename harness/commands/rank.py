@@ -53,8 +53,7 @@ def rank_new_methods(
         check_suite(suite, results_root, allow_large_budget=allow_large_budget)
         outcome, unmet = _run(suite, results_root, log)
         failed = outcome.failed
-        for run in failed:
-            log(f"  failed: {run.spec.label()} ({run.spec.run_id}): {run.error}")
+        outcome.report_failed()
         unmet = [(start, m) for start, m in unmet if m in new]
         if unmet:  # the new method has no setting to rank (no trial within the KL budget)
             from harness.tune import unmet_message

@@ -23,7 +23,7 @@ One entry point, `load_rows(source, shape, ...)`, for every source and shape:
   renders them with its own chat template (harness.data.tokenize for the policy, the reward
   model's own in harness.evaluate.reward_models). A dataset is conversational or not as a whole
   (mixing strings and message lists is refused). Each conversational row is checked when read: a
-  message without a role, content that is not a string, an empty prompt, a string prompt with
+  message without a role or with one outside system/user/assistant/tool, content that is not a string, an empty prompt, a string prompt with
   message completions, a completion that is not one assistant message, a conversation the policy's
   template refuses or renders without one of its messages; such a row is refused with one line
   naming the file, the row, the field and the fix, or dropped and counted (data.on_invalid).
@@ -47,12 +47,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, did_you_mean
 from harness.suite import ON_INVALID
 
 SHAPES = ("pairs", "unpaired", "sft", "sessions")
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
 SPLIT_NAMES = ("train", "test", "validation", "valid", "eval", "dev")
+# The roles chat templates know. ChatML-style templates render any role name as given, so a
+# typo or another format's name ('human', 'gpt') would be trained on silently: refused instead.
+CHAT_ROLES = ("system", "user", "assistant", "tool")
+SESSION_TURN_ROLES = (*CHAT_ROLES, "agent")  # the sandbox's sessions name the assistant 'agent'
 
 ACCEPTED = {
     "pairs": "prompt/chosen/rejected, or chosen/rejected with the prompt inside them (implicit prompt); "
@@ -274,7 +278,8 @@ def _conversational(records: list[dict], name: str, columns: tuple[str, ...]) ->
     return kinds[0]
 
 
-def _messages(value: Any, name: str, i: int, column: str, *, empty_ok: bool = False) -> list[dict[str, str]]:
+def _messages(value: Any, name: str, i: int, column: str, *, empty_ok: bool = False,
+              roles: tuple[str, ...] = CHAT_ROLES) -> list[dict[str, str]]:
     """A field's list of {role, content} messages, each checked (other keys are left out)."""
     where = f"{name}: row {i}: {column!r}"
     if not isinstance(value, list):
@@ -290,6 +295,9 @@ def _messages(value: Any, name: str, i: int, column: str, *, empty_ok: bool = Fa
         if not isinstance(role, str) or not role:
             raise _Invalid("malformed", f"{where}: message {k} has no 'role'; give each message a role "
                                         "(system, user or assistant)")
+        if role not in roles:
+            raise _Invalid("malformed", f"{where}: message {k} has role {role!r}, which chat templates do not "
+                                        f"know{did_you_mean(role, roles)}; rename it to one of {', '.join(roles)}")
         if not isinstance(content, str):
             raise _Invalid("malformed", f"{where}: message {k} ({role}) has content {content!r}, not a string; "
                                         "give its text (\"\" for none)")
@@ -527,8 +535,8 @@ def _sessions(records: list[dict], name: str, tokenizer, stats: LoadStats):
         else:
             _check_text(r["prompt"], name, i, "prompt")
             prompt = r["prompt"]
-        chosen = _messages(r["chosen_turns"], name, i, "chosen_turns", empty_ok=True)
-        rejected = _messages(r["rejected_turns"], name, i, "rejected_turns", empty_ok=True)
+        chosen = _messages(r["chosen_turns"], name, i, "chosen_turns", empty_ok=True, roles=SESSION_TURN_ROLES)
+        rejected = _messages(r["rejected_turns"], name, i, "rejected_turns", empty_ok=True, roles=SESSION_TURN_ROLES)
         row = {"prompt": prompt, "chosen_turns": chosen, "rejected_turns": rejected,
                "segment_length": int(r.get("segment_length", len(chosen)))}
         for key in ("first_bad_turn", "score_chosen", "score_rejected"):

@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from harness.data.tokenize import chat_text, is_conversation
 from harness.sandbox.reward import GoldReward
 from harness.errors import HarnessError, did_you_mean
+from harness.models import fill_pad_token
 from harness.registry import Registry
 
 
@@ -120,8 +121,8 @@ class SequenceClassifierReward:
                 f"evaluate.reward_model {name_or_path!r}: a reward model has 1 output (or 2: score = "
                 f"logit[1] − logit[0]); this one has {labels}"
             )
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
+        fill_pad_token(self.tokenizer, name_or_path, where="evaluate.reward_model",
+                       fallbacks=("eos_token", "unk_token"))
         # the classifier reads the last non-pad token, found through the config's pad id
         self.model.config.pad_token_id = self.tokenizer.pad_token_id
         self.tokenizer.padding_side = "right"

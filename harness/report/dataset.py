@@ -37,6 +37,7 @@ from harness.report.published import LATEST, hub_repo_id, latest_pointers
 from harness.report.suite import read_stored_suite
 from harness.results import ResultStore
 from harness.results.store import write_frame
+from harness.suite import run_suggestion
 
 SNAPSHOT_FORMAT = "%Y%m%dT%H%M%SZ"  # harness.results.store.SNAPSHOT_NAME matches it
 # What a reader needs to see the leaderboard without any run's files: fetched first from a Hub
@@ -75,7 +76,7 @@ def publish_suite(results_root: Path, suite: str, target: str, *, suite_file: Pa
     stored = read_stored_suite(Path(results_root), suite)
     if stored.metrics.empty:
         raise HarnessError(f"no results found for suite {suite!r} in {store.folder}: "
-                           f"run `harness run suites/{suite}.yaml` first")
+                           f"{run_suggestion(suite, suite_file)}")
     moment = time.gmtime(now)  # one instant: the snapshot's name and its "published" time
     snapshot = time.strftime(SNAPSHOT_FORMAT, moment)
     destination = open_target(target)

@@ -18,6 +18,7 @@ from harness.report.suite import board_table, headline_text, read_stored_suite, 
 from harness.report.published import published_suites, suite_results_root
 from harness.results import ResultStore
 from harness.results.ranges import RANGE_NOTE
+from harness.suite import run_suggestion
 
 
 def stored_suites(results_root: Path) -> list[str]:
@@ -35,7 +36,7 @@ def write_leaderboard(results_root: Path, reports_root: Path, *, suite_reports: 
     and return its path. No stored suite is a HarnessError."""
     suites = stored_suites(results_root)
     if not suites:
-        raise HarnessError(f"{results_root}: no stored results; run `harness run suites/quickstart.yaml` first")
+        raise HarnessError(f"{results_root}: no stored results; {run_suggestion(None)}")
     sections = [
         "<h1>harness leaderboard</h1>",
         f'<p class="lead">{len(suites)} suite{"s" if len(suites) != 1 else ""} from {esc(str(results_root))}, '

@@ -10,6 +10,7 @@ from harness.errors import HarnessError
 from harness.names import is_name
 from harness.results import ResultStore
 from harness.results.store import PUBLISHED_POINTER as LATEST
+from harness.suite import run_suggestion
 
 HUB_PREFIX = "hf://datasets/"
 
@@ -70,7 +71,7 @@ def suite_results_root(results_root: Path, suite: str) -> Path:
     raise HarnessError(
         f"{pointer_path}: this copy holds only the published tables of {suite}'s snapshot "
         f"{pointer['snapshot']}; its runs are kept at {pointer.get('full_results', '?')}: fetch them into "
-        f"{runs / suite} (README: 'Published results'), or run `harness run suites/{suite}.yaml`")
+        f"{runs / suite} (README: 'Published results'), or {run_suggestion(suite).removesuffix(' first')}")
 
 
 def published_suites(results_root: Path) -> list[str]:

@@ -63,6 +63,7 @@ from harness.report.published import suite_results_root
 from harness.results import ResultStore, method_cards
 from harness.results.store import read_trials_table
 from harness.results.ranges import RANGE_NOTE
+from harness.suite import run_suggestion
 
 # The sample columns the statistics read (not the texts, which can be large).
 SAMPLE_COLUMNS = ["run_id", "prompt_id", "sample", "reward", "outcome", "policy_logp", "reference_logp",
@@ -106,18 +107,18 @@ def read_stored_suite(results_root: Path, suite: str) -> StoredSuite:
                        ranking_kl_budget(read_trials_table(results_root, suite)))
 
 
-def write_suite_report(results_root: Path, suite: str, out_path: Path) -> Path:
+def write_suite_report(results_root: Path, suite: str, out_path: Path, *, suite_file: Path | None = None) -> Path:
     """Render the suite's stored results as one self-contained HTML file at `out_path` (written
-    atomically) and return that path. A suite with no stored run is a HarnessError. A published
-    dataset's suite (`<suite>/latest.json`) is read from its latest snapshot."""
+    atomically) and return that path. A suite with no stored run is a HarnessError, which says to
+    run `suite_file` (the file the user named) or the suite's file in suites/ where there is one.
+    A published dataset's suite (`<suite>/latest.json`) is read from its latest snapshot."""
     results_root = suite_results_root(results_root, suite)
     store = ResultStore(results_root, suite)
     store.check_intact()  # a damaged run would silently lose its card or its rows
     stored = read_stored_suite(results_root, suite)
     if stored.metrics.empty:
         raise HarnessError(
-            f"no results found for suite {suite!r} in {store.folder}: "
-            f"run `harness run suites/{suite}.yaml` first"
+            f"no results found for suite {suite!r} in {store.folder}: {run_suggestion(suite, suite_file)}"
         )
     tuning = read_tuning(results_root, suite, stored.metrics, stored.samples)
     html = render_suite_report(stored.metrics, suite, samples=stored.samples, manifests=store.read_manifests(),
