@@ -133,8 +133,14 @@ def attention_forward(module: torch.nn.Module, query: Tensor, key: Tensor, value
     if unsupported:
         raise ValueError(f"{IMPLEMENTATION} does not implement {', '.join(unsupported)}")
     calls += 1
-    out = _kernel(query.device.type)(query, key, value, block_mask=attention_mask, scale=scaling,
-                                     enable_gqa=query.shape[1] != key.shape[1])
+    # Under autocast the rotary embedding leaves query and key in float32 and value in bf16; SDPA
+    # casts all three to the autocast dtype, and so does this, before the kernel (one dtype in,
+    # a differentiable cast, whatever flex_attention's own autocast handling does in a backward).
+    device_type = query.device.type
+    dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else query.dtype
+    query, key, value = (t.to(dtype) for t in (query, key, value))
+    out = _kernel(device_type)(query, key, value, block_mask=attention_mask, scale=scaling,
+                               enable_gqa=query.shape[1] != key.shape[1])
     return out.transpose(1, 2).contiguous(), None
 
 

@@ -182,3 +182,20 @@ def test_the_probes_input_gradients_agree_packed_and_not_when_the_mask_is_wrong(
     monkeypatch.setattr(logprobs, "_packed_mask", causal)
     got, expected = logprobs._probe_input_gradients(model, model.model, ids, mask, layout)
     assert not logprobs._close(got, expected, 1e-4)
+
+
+@torch.no_grad()
+def test_under_bf16_autocast_the_kernel_gets_one_dtype(flex_on_cpu, monkeypatch):
+    """Autocast leaves the rotary-embedded query and key in float32 and the value in bf16."""
+    model = tiny_llama()
+    ids, mask, completion = pair_batch(5)
+    assert logprobs.packing_refusal(model) is None
+    seen = []
+    kernel = packed_attention._kernel
+    monkeypatch.setattr(packed_attention, "_kernel", lambda device_type: lambda q, k, v, **kw: (
+        seen.append({q.dtype, k.dtype, v.dtype}), kernel(device_type)(q, k, v, **kw))[1])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        packed = logprobs.completion_token_logps(model, ids, mask, completion)
+        padded = logprobs.completion_token_logps(model, ids, mask, completion, packing=False)
+    assert seen and all(dtypes == {torch.bfloat16} for dtypes in seen)
+    torch.testing.assert_close(packed, padded, atol=5e-3, rtol=0)
