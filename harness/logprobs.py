@@ -23,7 +23,7 @@ batch, when the model reproduces its padded pass that way on a probe batch, chec
 and attention path. On CUDA the rows go through FlexAttention with a block-sparse mask
 (harness.packed_attention: masked tiles skipped, grouped K/V not repeated); elsewhere through the
 model's own SDPA or eager attention with a dense 4D mask (on CPU the faster of the two, and torch
-has no FlexAttention backward there). Either way positions are explicit and no sliding window
+has no FlexAttention backward there: FLEX_DEVICES). Either way positions are explicit and no sliding window
 may be in play. A DDP/FSDP wrapper gets the packed rows through its own forward.
 """
 
@@ -182,7 +182,8 @@ _PACKING_VERDICT: weakref.WeakKeyDictionary[torch.nn.Module, dict[str, str | Non
 
 # Devices whose packed rows go through FlexAttention (harness.packed_attention); the others take the
 # dense 4D mask. Not the CPU: there flex_attention runs only as an eager reference that materializes
-# every score, forward only.
+# every score, forward only (no backward), and its no-grad packed forward measured 3-7x slower than
+# the dense mask's (benchmarks/train_throughput.py's default model and batches, 1 thread, 2026-12-08).
 FLEX_DEVICES = frozenset({"cuda"})
 
 
@@ -247,8 +248,8 @@ def _probe_batch(model: torch.nn.Module, device: torch.device) -> tuple[Tensor, 
 
 
 def packing_refusal(model: torch.nn.Module) -> str | None:
-    """Why the packed pass is refused for `model` (None: it packs), checked once per model; the
-    reason is printed (a warning) the first time."""
+    """Why the packed pass is refused for `model` (None: it packs), checked once per model and
+    attention path (that of the device it is on); the reason is printed (a warning) the first time."""
     model = _unwrapped(model)
     verdicts = _PACKING_VERDICT.setdefault(model, {})
     path = _attention_path(model)
