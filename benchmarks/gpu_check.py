@@ -191,7 +191,9 @@ LENGTH_QUANTILES = {
 }
 # The compared sides: the harness with packed rows through FlexAttention (CUDA's default), with
 # the dense 4D mask (the CPU's path), with the padded batch; TRL's DPOTrainer (reference
-# precomputed, as the harness caches its reference sums) with SDPA and with flash-attn 2.
+# precomputed, as the harness caches its reference sums) with SDPA and with flash-attn 2. Peak
+# memory: TRL's precompute keeps no reference model afterwards, while train_throughput's harness
+# side holds its frozen reference copy throughout, which its peak includes.
 PACKED_SIDES = ("flex", "dense", "padded", "trl-sdpa", "trl-flash")
 
 
