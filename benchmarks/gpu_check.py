@@ -13,22 +13,33 @@ Parts (each timed; a part that fails is recorded with its error and the others s
 2. suite: suites/quickstart.yaml end to end on CUDA (the sandbox's model, nothing downloaded):
    sandbox build, training with packing and the reference cache, evaluation, parquet, report;
    every run must be stored with status ok, device cuda and a finite MFU.
-3. fsdp: one DPO training step of the harness's loop under `torchrun --nproc_per_node 1` with
+3. packed: packed rows through FlexAttention against the dense 4D mask, the padded batch and
+   TRL's DPOTrainer (SDPA, and flash_attention_2 where flash-attn is installed), at Qwen2.5-0.5B
+   and 1.5B shapes and max_length 1024 and 2048 (--packed-shapes, --packed-lengths, --packed-sides),
+   on lengths drawn from UltraFeedback-like quantiles (LENGTH_QUANTILES; --lengths FILE for
+   measured ones): pairs/s, MFU and peak memory per side, the ratios against the goals (>= 1.3x
+   TRL's pairs/s at 1.5B, MFU >= 40 %, peak memory <= TRL's), the share of attention tiles the
+   block mask computes, and a forward check (final hidden states, packed through flex vs padded).
+4. fsdp: one DPO training step of the harness's loop under `torchrun --nproc_per_node 1` with
    ACCELERATE_USE_FSDP=true (harness.train.distributed wraps the policy with accelerate's FSDP):
    the wrapper's class, the loss, the step's seconds and peak memory.
 Every figure goes to one JSON file (--out) and is printed. Not yet run on a GPU: the 8 minutes
 are an estimate; if the first call runs long, split it (`--parts throughput`, then
-`--parts suite,fsdp`), or keep the 0.5B shape alone (`--shapes qwen2.5-0.5b`).
+`--parts suite,fsdp`), or keep the 0.5B shape alone (`--shapes qwen2.5-0.5b`). The packed part
+is its own call of a few minutes (`--parts packed`; its first flex step compiles the kernel,
+in the untimed warm-up), or smaller still (`--packed-shapes qwen2.5-1.5b --packed-lengths 2048`).
 
 `--dry-run` runs the same code on the CPU at tiny sizes (a 2-layer Llama, the tests' tiny sandbox,
 2 steps), so that CI catches a broken path before a GPU is at hand: there accelerate wraps with
-DDP (it has no FSDP on CPU), and no MFU is known. Under 8 minutes on one H200 is the target of the
-full check; the dry run takes about a minute on a 2-core CPU.
+DDP (it has no FSDP on CPU), no MFU is known, and the packed part's flex side trains not (torch
+has no FlexAttention backward on CPU) but its block masks and its forward check run. Under 8
+minutes on one H200 is the target of the full check; the dry run takes about a minute on a 2-core CPU.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -62,17 +73,38 @@ def _parse(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes: the same code paths")
     parser.add_argument("--out", default=os.path.join(os.environ.get("OUT", "."), "gpu_check.json"))
-    parser.add_argument("--parts", default="throughput,suite,fsdp")
+    parser.add_argument("--parts", default="throughput,suite,packed,fsdp")
     parser.add_argument("--shapes", default="qwen2.5-0.5b,qwen2.5-1.5b", help="throughput shapes (GPU)")
     parser.add_argument("--batch-size", type=int, default=16, help="pairs per step (throughput, fsdp)")
     parser.add_argument("--max-length", type=int, default=512, help="tokens per sequence (throughput, fsdp)")
     parser.add_argument("--steps", type=int, default=16, help="timed steps per side (throughput)")
+    parser.add_argument("--packed-shapes", default="qwen2.5-0.5b,qwen2.5-1.5b", help="packed part's shapes (GPU)")
+    parser.add_argument("--packed-lengths", default="1024,2048", help="packed part's max_length values (GPU)")
+    parser.add_argument("--packed-sides", default=",".join(PACKED_SIDES), help="packed part's sides")
+    parser.add_argument("--packed-batch-size", type=int, default=8, help="pairs per step (packed)")
+    parser.add_argument("--packed-steps", type=int, default=6, help="timed steps per side (packed)")
+    parser.add_argument("--lengths", help="JSON file of token-length quantiles "
+                        '{"prompt": [[percent, tokens], ...], "completion": [...]} (packed)')
     parser.add_argument("--fsdp-version", type=int, choices=[1, 2], default=1, help="accelerate's FSDP version")
     parser.add_argument("--fsdp-child", help=argparse.SUPPRESS)  # set by the fsdp part for its torchrun process
     args = parser.parse_args(argv)
     if not args.dry_run and not torch.cuda.is_available():
         parser.error("no CUDA device: run it on a GPU machine, or with --dry-run on CPU")
+    unknown = sorted(set(_listed(args.parts)) - set(PARTS))
+    unknown += sorted(set(_listed(args.packed_sides)) - set(PACKED_SIDES))
+    if unknown:
+        parser.error(f"unknown part or side {', '.join(unknown)} (parts: {', '.join(PARTS)}; "
+                     f"--packed-sides: {', '.join(PACKED_SIDES)})")
+    try:
+        args.length_quantiles = _length_quantiles(args.lengths)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        parser.error(f"--lengths {args.lengths}: {err} (fix: a JSON object with prompt and completion lists of "
+                     "[percent, tokens], percent rising from 0 to 100)")
     return args
+
+
+def _listed(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
 
 
 def _throughput_args(args: argparse.Namespace, shape: str) -> argparse.Namespace:
@@ -144,6 +176,228 @@ def part_suite(args: argparse.Namespace) -> dict:
         "mfu": mfu.to_dict(), "peak_memory_mb": trained.groupby("method")["peak_memory_mb"].first().to_dict(),
         "eval": final.groupby(["method", "metric"])["value"].first().unstack().to_dict(orient="index"),
     }
+
+
+# ----------------------------------------------------------------------------------------------
+# The packed part
+
+# Token lengths of UltraFeedback-like data by percentile, [percent, tokens] (an estimate of
+# HuggingFaceH4/ultrafeedback_binarized under a Llama/Qwen tokenizer, not measured here: short
+# questions with a long tail of pasted documents; answers of a few hundred tokens). Give measured
+# quantiles with --lengths. Each sequence is cut to max_length as the data loader does.
+LENGTH_QUANTILES = {
+    "prompt": [[0, 4], [10, 18], [25, 35], [50, 75], [75, 160], [90, 330], [99, 1000], [100, 2000]],
+    "completion": [[0, 2], [10, 60], [25, 140], [50, 250], [75, 380], [90, 520], [99, 900], [100, 2000]],
+}
+# The compared sides: the harness with packed rows through FlexAttention (CUDA's default), with
+# the dense 4D mask (the CPU's path), with the padded batch; TRL's DPOTrainer (reference
+# precomputed, as the harness caches its reference sums) with SDPA and with flash-attn 2. Peak
+# memory: TRL's precompute keeps no reference model afterwards, while train_throughput's harness
+# side holds its frozen reference copy throughout, which its peak includes.
+PACKED_SIDES = ("flex", "dense", "padded", "trl-sdpa", "trl-flash")
+
+
+def _length_quantiles(path: str | None) -> dict:
+    quantiles = LENGTH_QUANTILES if path is None else json.loads(Path(path).read_text())
+    for key in ("prompt", "completion"):
+        percents = [float(p) for p, _ in quantiles[key]]
+        tokens = [int(t) for _, t in quantiles[key]]
+        if percents[0] != 0 or percents[-1] != 100 or percents != sorted(percents) or min(tokens) < 1:
+            raise ValueError(f"{key}: percents must rise from 0 to 100 and tokens be >= 1")
+    return {key: quantiles[key] for key in ("prompt", "completion")}
+
+
+def draw_length(rng, quantiles: list) -> int:
+    """A token count from piecewise-linear quantiles (inverse-CDF sampling)."""
+    u = rng.uniform(0, 100)
+    for (p0, t0), (p1, t1) in zip(quantiles, quantiles[1:]):
+        if u <= p1:
+            return max(1, round(t0 + (t1 - t0) * (u - p0) / max(p1 - p0, 1e-9)))
+    return int(quantiles[-1][1])
+
+
+@contextlib.contextmanager
+def packed_attention_path(path: str):
+    """The harness's packed rows through FlexAttention ("flex") or the dense mask ("dense") on
+    every device, for one side (harness.logprobs.FLEX_DEVICES)."""
+    from harness import logprobs
+
+    original = logprobs.FLEX_DEVICES
+    logprobs.FLEX_DEVICES = frozenset({"cuda", "cpu"}) if path == "flex" else frozenset()
+    try:
+        yield
+    finally:
+        logprobs.FLEX_DEVICES = original
+
+
+def tile_shares(data, pad_id: int, batch_size: int, hidden_size: int) -> dict:
+    """Over the data's batches as the harness packs them: the share of the padded batch's
+    positions the packed rows hold once padded to whole tiles (what flex computes), and of a dense
+    causal mask's tiles over those rows that the block mask computes (partial or full) and leaves
+    unmasked (full)."""
+    from harness import packed_attention
+    from harness.data.packing import pack_batch
+
+    slots = positions = computed = full = causal = 0
+    for start in range(0, len(data.chosen), batch_size):
+        batch = data.collate(list(range(start, min(start + batch_size, len(data.chosen)))), pad_id)
+        positions += batch.input_ids.numel()
+        layout = pack_batch(batch.input_ids, batch.attention_mask, batch.completion_mask, hidden_size=hidden_size)
+        if layout is None:  # no layout beats the padded batch, which then runs as it is
+            slots += batch.input_ids.numel()
+            continue
+        layout = layout.padded_to(packed_attention.BLOCK)
+        touched, whole = packed_attention.tile_kinds(layout.subtree_end, packed_attention.BLOCK)
+        tiles = touched.shape[-1]
+        slots += layout.slots
+        computed, full = computed + int(touched.sum()), full + int(whole.sum())
+        causal += touched.shape[0] * tiles * (tiles + 1) // 2
+    return {"flex_slots_per_padded_position": slots / positions if positions else math.nan,
+            "tiles_computed_per_causal_tile": computed / causal if causal else math.nan,
+            "tiles_full_per_causal_tile": full / causal if causal else math.nan}
+
+
+def flex_forward_check(init, data, pad_id: int, device: torch.device, pairs: int) -> dict:
+    """The first `pairs` pairs, prompts shared, through the packed body with flex against the padded
+    body, under the harness's precision (harness.train.hardware.autocast), no grad: the largest
+    |difference| of the final hidden states at real tokens relative to their largest |value|, and
+    the flex attention calls (one per layer). The forward on this shape, whatever the cost model
+    would pick for this batch."""
+    import warnings
+
+    import train_throughput
+    from harness import logprobs, packed_attention
+    from harness.data.packing import pack_sequences
+    from harness.train import hardware
+
+    model = train_throughput.fresh_copy(init, device, frozen=True)
+    batch = data.collate(list(range(min(pairs, len(data.chosen)))), pad_id).to(device)
+    real = batch.attention_mask.bool()
+    layout = pack_sequences(batch.input_ids, batch.attention_mask, batch.completion_mask, share_prompts=True)
+    calls = packed_attention.calls
+    with torch.no_grad(), hardware.autocast(device), packed_attention_path("flex"), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*flex_attention called without torch.compile.*")  # the CPU's
+        packed = logprobs._packed_hidden(model, model.base_model, layout)[layout.index[real]].float()
+        padded = logprobs._final_hidden(model.base_model, batch.input_ids, batch.attention_mask)[real].float()
+    return {"max_abs_diff_relative": float((packed - padded).abs().max() / padded.abs().max()),
+            "flex_attention_calls": packed_attention.calls - calls, "tokens": layout.tokens,
+            "padded_positions": batch.input_ids.numel()}
+
+
+def _packed_side(side: str, init, tokenizer, rows, bench, steps: int, device):
+    import train_throughput
+
+    if side == "trl-sdpa":
+        return train_throughput.run_trl(init, tokenizer, rows, bench, steps, device, precompute=True, attention="sdpa")
+    if side == "trl-flash":
+        return train_throughput.run_trl(init, tokenizer, rows, bench, steps, device, precompute=True,
+                                        attention="flash_attention_2")
+    if side == "padded":
+        return train_throughput.run_harness(init, tokenizer, rows, bench, steps, device, packing=False)
+    with packed_attention_path(side):
+        return train_throughput.run_harness(init, tokenizer, rows, bench, steps, device)
+
+
+def _side_skipped(side: str, device: torch.device) -> str | None:
+    """Why a side cannot run here, or None."""
+    import importlib.util
+
+    if side == "flex" and device.type == "cpu":
+        return "torch has no FlexAttention backward on CPU (the block masks and the forward check still run)"
+    if side.startswith("trl") and importlib.util.find_spec("trl") is None:
+        return "trl is not installed"
+    if side == "trl-flash" and (device.type != "cuda" or importlib.util.find_spec("flash_attn") is None):
+        return "flash-attn is not installed (or no CUDA)"
+    return None
+
+
+def packed_comparison(args: argparse.Namespace, shape: str, max_length: int) -> dict:
+    """One shape and max_length: every side's warm-up (untimed; the flex kernel compiles there),
+    then its timed steps; figures per side, the ratios and goals, tile shares, the forward check."""
+    import random
+
+    import train_throughput
+    from harness.data.batches import paired_from_rows
+    from harness.train.hardware import peak_flops
+
+    device = torch.device("cpu" if args.dry_run else "cuda")
+    batch, steps = (2, 1) if args.dry_run else (args.packed_batch_size, args.packed_steps)
+    bench = train_throughput._parse(["--shape", shape, "--max-length", str(max_length), "--batch-size", str(batch),
+                                     "--steps", str(steps), "--warmup", "1", "--repeats", "1", "--device",
+                                     device.type, "--hidden", "16", "--layers", "1"])
+    # a dry run's 48 tokens: the quantiles shrunk in proportion, so that lengths still vary
+    scale = max_length / 2048 if args.dry_run else 1.0
+
+    def lengths(rng: random.Random, kind: str) -> int:
+        return max(1, round(scale * draw_length(rng, args.length_quantiles[kind])))
+
+    rows = train_throughput.make_rows(steps * batch, max_length, bench.seed, lengths)
+    warm_rows = train_throughput.make_rows(batch, max_length, bench.seed + 1, lengths)
+    tokenizer = train_throughput.build_tokenizer(rows + warm_rows)
+    init = train_throughput.build_model(bench, tokenizer)
+    data = paired_from_rows(tokenizer, rows, max_length)
+    lengths_seen = sorted(len(e.input_ids) for e in data.sequences())
+    flops = train_throughput.model_flops(init, tokenizer, rows, max_length)
+    peak = peak_flops(device)
+    out = {"max_length": max_length, "batch_size": batch, "steps": steps, "dtype": bench.dtype,
+           "parameters": sum(p.numel() for p in init.parameters()),
+           "sequence_tokens": {"median": lengths_seen[len(lengths_seen) // 2], "max": lengths_seen[-1],
+                               "mean": sum(lengths_seen) / len(lengths_seen)},
+           **tile_shares(data, tokenizer.pad_token_id, batch, init.config.hidden_size),
+           "flex_forward_check": flex_forward_check(init, data, tokenizer.pad_token_id, device, min(batch, 4)),
+           "sides": {}}
+    with train_throughput._quiet(), train_throughput.harness_precision(bench.dtype, device):
+        for side in _listed(args.packed_sides):
+            reason = _side_skipped(side, device)
+            if reason:
+                out["sides"][side] = {"skipped": reason}
+                print(f"gpu_check: packed {shape} @ {max_length}: {side} skipped: {reason}", flush=True)
+                continue
+            try:
+                _packed_side(side, init, tokenizer, warm_rows, bench, 1, device)
+                m = _packed_side(side, init, tokenizer, rows, bench, steps, device)
+                out["sides"][side] = {"pairs_per_s": m.pairs_per_second, "seconds": m.seconds, "peak_mib": m.peak_mib,
+                                      "mfu": flops / m.seconds / peak if not math.isnan(peak) else math.nan}
+            except Exception as err:  # noqa: BLE001 - one side's failure (an OOM) is a finding
+                out["sides"][side] = {"error": f"{type(err).__name__}: {str(err)[:500]}"}
+            train_throughput._clean(device)
+    out.update(_packed_ratios(out["sides"], shape))
+    return out
+
+
+def _packed_ratios(sides: dict, shape: str) -> dict:
+    """flex over each other side (pairs/s, peak memory), and the issue's goals where measured."""
+    flex = sides.get("flex", {})
+    ran = {name: s for name, s in sides.items() if "pairs_per_s" in s}
+    ratios = {f"flex_over_{name}": flex["pairs_per_s"] / s["pairs_per_s"] for name, s in ran.items()
+              if name != "flex" and "pairs_per_s" in flex}
+    memory = {f"flex_peak_memory_over_{name}": flex["peak_mib"] / s["peak_mib"] for name, s in ran.items()
+              if name != "flex" and "peak_mib" in flex and s["peak_mib"] and not math.isnan(s["peak_mib"])}
+    trl = [s for name, s in ran.items() if name.startswith("trl")]
+    goals = {}
+    if "pairs_per_s" in flex and trl:
+        best = max(trl, key=lambda s: s["pairs_per_s"])
+        goals["pairs_per_s_vs_best_trl"] = {"value": flex["pairs_per_s"] / best["pairs_per_s"], "goal": 1.3,
+                                            "applies": shape == "qwen2.5-1.5b"}
+        if not math.isnan(best["peak_mib"]):
+            goals["peak_memory_vs_that_trl"] = {"value": flex["peak_mib"] / best["peak_mib"], "goal_at_most": 1.0}
+    if "mfu" in flex and not math.isnan(flex["mfu"]):
+        goals["flex_mfu"] = {"value": flex["mfu"], "goal": 0.40}
+    return {"ratios": ratios, "peak_memory_ratios": memory, "goals": goals}
+
+
+def part_packed(args: argparse.Namespace) -> dict:
+    """The packed comparison per shape and max_length (a tiny Llama at 48 tokens in a dry run)."""
+    if args.dry_run:
+        return {"tiny@48": packed_comparison(args, "tiny", 48)}
+    out = {}
+    for shape in _listed(args.packed_shapes):
+        for max_length in (int(n) for n in _listed(args.packed_lengths)):
+            out[f"{shape}@{max_length}"] = figures = packed_comparison(args, shape, max_length)
+            print(f"gpu_check: packed {shape} @ {max_length}: " + json.dumps(_plain(
+                {"pairs_per_s": {k: v.get("pairs_per_s") for k, v in figures["sides"].items()},
+                 "ratios": figures["ratios"]})), flush=True)
+    return out
 
 
 def part_fsdp(args: argparse.Namespace) -> dict:
@@ -232,7 +486,7 @@ def _plain(value):
     return value
 
 
-PARTS = {"throughput": part_throughput, "suite": part_suite, "fsdp": part_fsdp}
+PARTS = {"throughput": part_throughput, "suite": part_suite, "packed": part_packed, "fsdp": part_fsdp}
 
 
 def main(argv=None) -> int:
@@ -243,7 +497,7 @@ def main(argv=None) -> int:
     device = f"cuda ({torch.cuda.get_device_name()})" if torch.cuda.is_available() and not args.dry_run else "cpu"
     report: dict = {"dry_run": args.dry_run, "device": device, "torch": torch.__version__, "parts": {}}
     started = time.perf_counter()
-    for name in [p.strip() for p in args.parts.split(",") if p.strip()]:
+    for name in _listed(args.parts):
         began = time.perf_counter()
         try:
             report["parts"][name] = {"ok": True, **PARTS[name](args)}

@@ -75,6 +75,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,24 +133,31 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
 # Data, tokenizer and model
 
 
-def make_rows(n: int, max_length: int, seed: int) -> list[dict]:
+def make_rows(n: int, max_length: int, seed: int, lengths: Callable[[random.Random, str], int] | None = None
+              ) -> list[dict]:
     """n preference rows in the sandbox language. Completions are whole words (one token each)
     cut to a random length that fits max_length with the prompt, [bos] and [eos]: no truncation
-    on either side, realistic padding."""
+    on either side, realistic padding.
+
+    `lengths(rng, "prompt" or "completion")` (a drawn token count) replaces both distributions:
+    the prompt and each completion get a drawn number of words, the prompt at most half of max_length, the
+    completions cut to the room left (benchmarks/gpu_check.py draws them from a dataset's quantiles)."""
     from harness.sandbox import grammar
 
     rng = random.Random(seed)
 
+    def words(count: int) -> str:
+        out: list[str] = []
+        while len(out) < count:
+            out += grammar.document(rng).split()
+        return " ".join(out[:count])
+
     def completion(room: int) -> str:
-        target = rng.randint(max(1, room // 4), room)
-        words: list[str] = []
-        while len(words) < target:
-            words += grammar.document(rng).split()
-        return " ".join(words[:target])
+        return words(min(lengths(rng, "completion"), room) if lengths else rng.randint(max(1, room // 4), room))
 
     rows = []
     for _ in range(n):
-        prompt = grammar.prompt(rng)
+        prompt = words(min(lengths(rng, "prompt"), max_length // 2)) if lengths else grammar.prompt(rng)
         room = max(1, max_length - len(prompt.split()) - 2)
         rows.append({"prompt": prompt, "chosen": completion(room), "rejected": completion(room)})
     return rows
@@ -344,7 +352,9 @@ def _check_same_tokens(trainer, tokenizer, rows: list[dict], max_length: int) ->
 
 
 def run_trl(init: torch.nn.Module, tokenizer, rows: list[dict], args, steps: int, device, *, precompute: bool,
-            check_tokens: bool = False) -> Measured:
+            check_tokens: bool = False, attention: str | None = None) -> Measured:
+    """TRL's DPOTrainer on a copy of `init`, with the attention implementation `attention` (None:
+    the model's own, SDPA for the models built here)."""
     from datasets import Dataset
     from transformers.trainer_callback import PrinterCallback
     from trl import DPOConfig
@@ -356,6 +366,9 @@ def run_trl(init: torch.nn.Module, tokenizer, rows: list[dict], args, steps: int
     # With precompute and no ref_model, TRL scores the data with the policy before training and
     # keeps no reference in memory (its intended use).
     reference = None if precompute else fresh_copy(init, device, frozen=True)
+    for model in (policy, reference):
+        if model is not None and attention:
+            model.set_attn_implementation(attention)
     dataset = Dataset.from_list(trl_rows(rows, tokenizer))
     _clean(device)
     with tempfile.TemporaryDirectory() as output_dir:
@@ -391,6 +404,7 @@ def run_trl(init: torch.nn.Module, tokenizer, rows: list[dict], args, steps: int
         if trainer.state.global_step != steps:
             raise RuntimeError(f"TRL ran {trainer.state.global_step} steps, not {steps}")
     name = "precompute_ref_log_probs" if precompute else "live reference (default)"
+    name += f", {attention}" if attention else ""
     return Measured("trl", name, steps, steps * args.batch_size, seconds, cpu_seconds, _peak_mib(device))
 
 

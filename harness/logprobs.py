@@ -19,13 +19,17 @@ soft-capping) falls back to the full forward, with the same results and the old 
 
 Speed. With `packing` (the default) the body runs once over the batch's packed layout
 (harness.data.packing: a pair's shared prompt computed once, no padding) instead of the padded
-batch, when the model takes a custom 4D mask with explicit position ids (SDPA or eager attention,
-no sliding window) and reproduces its padded pass on a probe batch, checked once per model. A
-DDP/FSDP wrapper gets the packed rows through its own forward.
+batch, when the model reproduces its padded pass that way on a probe batch, checked once per model
+and attention path. On CUDA the rows go through FlexAttention with a block-sparse mask
+(harness.packed_attention: masked tiles skipped, grouped K/V not repeated); elsewhere through the
+model's own SDPA or eager attention with a dense 4D mask (on CPU the faster of the two, and torch
+has no FlexAttention backward there: FLEX_DEVICES). Either way positions are explicit and no sliding window
+may be in play. A DDP/FSDP wrapper gets the packed rows through its own forward.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import warnings
 import weakref
@@ -37,6 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
+from harness import packed_attention
 from harness.data.packing import PackedLayout, pack_batch, pack_sequences
 
 DEFAULT_CHUNK_SIZE = 1024  # completion tokens per LM-head chunk: (1024, V) float32 logits at a time
@@ -172,8 +177,14 @@ def _identity(x: Tensor) -> Tensor:
 # ----------------------------------------------------------------------------------------------
 # The packed body pass (harness.data.packing): shared prompts once, no padding
 
-_PACKING_OK: weakref.WeakKeyDictionary[torch.nn.Module, bool] = weakref.WeakKeyDictionary()
-_PACKING_REFUSED: weakref.WeakKeyDictionary[torch.nn.Module, str] = weakref.WeakKeyDictionary()  # why not
+# Per model and attention path ("flex" or "dense"): why its packed pass is refused, None if it packs.
+_PACKING_VERDICT: weakref.WeakKeyDictionary[torch.nn.Module, dict[str, str | None]] = weakref.WeakKeyDictionary()
+
+# Devices whose packed rows go through FlexAttention (harness.packed_attention); the others take the
+# dense 4D mask. Not the CPU: there flex_attention runs only as an eager reference that materializes
+# every score, forward only (no backward), and its no-grad packed forward measured 3-7x slower than
+# the dense mask's (benchmarks/train_throughput.py's default model and batches, 1 thread, 2026-12-08).
+FLEX_DEVICES = frozenset({"cuda"})
 
 
 def _has_windowed_attention(config) -> bool:
@@ -196,12 +207,30 @@ def _packed_mask(model: torch.nn.Module, attends: Tensor) -> Tensor | None:
     return None
 
 
+def _attention_path(model: torch.nn.Module) -> str:
+    """How `model`'s packed rows reach its attention: "flex" (a BlockMask) or "dense" (a 4D mask)."""
+    parameter = next(model.parameters(), None)
+    return "flex" if parameter is not None and parameter.device.type in FLEX_DEVICES else "dense"
+
+
+def _packed_inputs(model: torch.nn.Module, layout: PackedLayout):
+    """(rows, attention mask, context to run the forward in) for the packed rows on `model`'s path.
+    FlexAttention's rows are padded to whole tiles; the caller cuts its output back to the
+    layout's width, where `layout.index` reads it."""
+    if _attention_path(model) == "flex":
+        wide = layout.padded_to(packed_attention.BLOCK)
+        mask = packed_attention.block_mask(wide, packed_attention.BLOCK)
+        return wide, mask, packed_attention.flex_implementation(model)
+    return layout, _packed_mask(model, layout.attends()), contextlib.nullcontext()
+
+
 def _packed_hidden(model: torch.nn.Module, trunk: torch.nn.Module, layout: PackedLayout) -> Tensor:
     """Last hidden states of the packed rows, flattened to (R·C, H) so `layout.index` reads them."""
-    out = trunk(input_ids=layout.input_ids, attention_mask=_packed_mask(model, layout.attends()),
-                position_ids=layout.position_ids, use_cache=False)
+    rows, mask, attention = _packed_inputs(model, layout)
+    with attention:
+        out = trunk(input_ids=rows.input_ids, attention_mask=mask, position_ids=rows.position_ids, use_cache=False)
     hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
-    return hidden.flatten(0, 1)
+    return hidden[:, : layout.input_ids.shape[1]].flatten(0, 1)
 
 
 def _probe_batch(model: torch.nn.Module, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
@@ -219,16 +248,16 @@ def _probe_batch(model: torch.nn.Module, device: torch.device) -> tuple[Tensor, 
 
 
 def packing_refusal(model: torch.nn.Module) -> str | None:
-    """Why the packed pass is refused for `model` (None: it packs), checked once per model; the
-    reason is printed (a warning) the first time."""
+    """Why the packed pass is refused for `model` (None: it packs), checked once per model and
+    attention path (that of the device it is on); the reason is printed (a warning) the first time."""
     model = _unwrapped(model)
-    if model not in _PACKING_OK:
-        reason = _packing_problem(model)
-        _PACKING_OK[model] = reason is None
+    verdicts = _PACKING_VERDICT.setdefault(model, {})
+    path = _attention_path(model)
+    if path not in verdicts:
+        verdicts[path] = reason = _packing_problem(model)
         if reason is not None:
-            _PACKING_REFUSED[model] = reason
             warnings.warn(f"train.packing: {type(model).__name__} keeps the padded batch: {reason}", stacklevel=2)
-    return _PACKING_REFUSED.get(model)
+    return verdicts[path]
 
 
 @torch.no_grad()
@@ -242,9 +271,12 @@ def _packing_problem(model: torch.nn.Module) -> str | None:
         return f"it post-processes its logits ({', '.join(post)}), so its own full forward runs, padded"
     if _has_windowed_attention(model.config):
         return "sliding-window attention layers build their own mask, which the packed 4D mask would replace"
-    if _packed_mask(model, torch.ones(1, 1, 1, dtype=torch.bool)) is None:
-        implementation = getattr(model.config, "_attn_implementation", None)
+    path = _attention_path(model)
+    implementation = getattr(model.config, "_attn_implementation", None)
+    if path == "dense" and _packed_mask(model, torch.ones(1, 1, 1, dtype=torch.bool)) is None:
         return f"its attention ({implementation}) takes no custom 4D mask (sdpa or eager do)"
+    if path == "flex" and getattr(model.config, "attention_dropout", 0.0):
+        return "its attention dropout has no FlexAttention form"
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -252,16 +284,59 @@ def _packing_problem(model: torch.nn.Module) -> str | None:
         with torch.autocast(device.type, enabled=False):
             ids, mask, completion = _probe_batch(model, device)
             layout = pack_sequences(ids, mask, completion, share_prompts=True)
+            calls = packed_attention.calls
             expected = _final_hidden(trunk, ids, mask)[mask.bool()].float()
             got = _packed_hidden(model, trunk, layout)[layout.index[mask.bool()]].float()
-        tolerance = 1e-4 if next(model.parameters()).dtype == torch.float32 else 2e-2
-        if torch.allclose(got, expected, rtol=tolerance, atol=tolerance * expected.abs().max().item()):
-            return None
-        return "its packed pass does not reproduce its padded pass on a probe batch"
+            if path == "flex" and packed_attention.calls == calls:
+                return f"its attention ({implementation}) does not dispatch through transformers' AttentionInterface"
+            tolerance = 1e-4 if next(model.parameters()).dtype == torch.float32 else 2e-2
+            if not _close(got, expected, tolerance):
+                return f"its packed pass ({path} attention) does not reproduce its padded pass on a probe batch"
+            if path == "flex" and device.type != "cpu" and any(p.requires_grad for p in model.parameters()):
+                got, expected = _probe_input_gradients(model, trunk, ids, mask, layout)
+                if not _close(got, expected, tolerance):
+                    return "its packed backward (flex attention) does not reproduce its padded one on a probe batch"
+        return None
     except Exception as err:  # any surprise from an unusual model means: keep the padded batch
-        return f"its packed pass fails on a probe batch ({type(err).__name__})"
+        return f"its packed pass ({path} attention) fails on a probe batch ({type(err).__name__})"
     finally:
         model.train(was_training)
+
+
+def _close(got: Tensor, expected: Tensor, tolerance: float) -> bool:
+    return torch.allclose(got, expected, rtol=tolerance, atol=tolerance * expected.abs().max().item())
+
+
+def _probe_input_gradients(model, trunk, ids: Tensor, mask: Tensor, layout: PackedLayout) -> tuple[Tensor, Tensor]:
+    """(packed, padded) gradients of a fixed weighting of the probe's hidden states w.r.t. the input
+    embeddings, per slot of the layout (a shared slot gathers its sequences' gradients). The
+    backward is where a compiled FlexAttention kernel would first be built, so it is tried here,
+    where a failure keeps the padded batch, rather than in the first training step. No weight
+    gets a gradient (the embeddings are made leaves)."""
+    real = mask.bool()
+    leaves: list[Tensor] = []
+
+    def as_leaf(_module, _inputs, output):
+        leaves.append(output.detach().float().requires_grad_())
+        return leaves[-1].to(output.dtype)
+
+    def gradient(hidden_rows: Callable[[], Tensor]) -> Tensor:
+        leaves.clear()
+        handle = model.get_input_embeddings().register_forward_hook(as_leaf)
+        try:
+            with torch.enable_grad():
+                rows = hidden_rows().float()
+                weights = torch.linspace(-1, 1, rows.numel(), device=rows.device).view_as(rows)
+                return torch.autograd.grad((rows * weights).sum(), leaves[0])[0]
+        finally:
+            handle.remove()
+
+    padded = gradient(lambda: _final_hidden(trunk, ids, mask)[real])
+    packed = gradient(lambda: _packed_hidden(model, trunk, layout)[layout.index[real]])
+    width = layout.input_ids.shape[1]
+    got = packed[:, :width].flatten(0, 1)
+    expected = torch.zeros_like(got).index_add_(0, layout.index[real], padded[real])
+    return got, expected
 
 
 def _uses_packing(model: torch.nn.Module, layout: PackedLayout | None) -> bool:
@@ -285,9 +360,10 @@ def _logits_rows(model: torch.nn.Module, input_ids: Tensor, attention_mask: Tens
     inner = _unwrapped(model)
     parts = _trunk_and_head(inner) if inner is not model else None
     if parts is not None and _uses_packing(inner, layout):
-        logits = model(input_ids=layout.input_ids, attention_mask=_packed_mask(inner, layout.attends()),
-                       position_ids=layout.position_ids).logits
-        return logits.flatten(0, 1)[layout.index[rows]]
+        packed, mask, attention = _packed_inputs(inner, layout)
+        with attention:
+            logits = model(input_ids=packed.input_ids, attention_mask=mask, position_ids=packed.position_ids).logits
+        return logits[:, : layout.input_ids.shape[1]].flatten(0, 1)[layout.index[rows]]
     return model(input_ids=input_ids, attention_mask=attention_mask).logits[rows]
 
 

@@ -33,6 +33,7 @@ FLOORS: list[tuple[str, ...]] = [
     ("harness.plan", "harness.methods"),
     ("harness.tuning",),  # search spaces, samplers, selection: plain data over losses, suites and ranks
     ("harness.data",),  # formats, loading, tokenizing, collation, packing
+    ("harness.packed_attention",),  # packed rows through FlexAttention: the BlockMask and the attention function
     ("harness.logprobs",),
     ("harness.needs",),
     ("harness.generation", "harness.models"),

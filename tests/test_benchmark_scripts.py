@@ -59,7 +59,7 @@ def test_gpu_check_dry_run_executes_every_part(tmp_path, harness_cache, capsys):
     assert script.main(["--dry-run", "--out", str(out)]) == 0, capsys.readouterr().out[-3000:]
     report = json.loads(out.read_text())
     parts = report["parts"]
-    assert report["dry_run"] and all(p["ok"] for p in parts.values()) and set(parts) == {"throughput", "suite", "fsdp"}
+    assert report["dry_run"] and all(p["ok"] for p in parts.values()) and set(parts) == {"throughput", "suite", "packed", "fsdp"}
     tiny = parts["throughput"]["tiny"]
     assert [s["side"] for s in tiny["sides"]] == ["harness", "harness", "trl", "trl"] and tiny["dtype"] == "bf16"
     assert tiny["ratio_pairs_per_s"] == pytest.approx(tiny["sides"][0]["pairs_per_s"] / max(
@@ -68,3 +68,49 @@ def test_gpu_check_dry_run_executes_every_part(tmp_path, harness_cache, capsys):
     fsdp = parts["fsdp"]
     assert fsdp["wrapper"] == "DistributedDataParallel" and fsdp["steps"] == 1
     assert fsdp["loss"] == pytest.approx(0.6931, abs=1e-3)  # -log σ(0): the policy starts as the reference
+
+
+def test_gpu_check_packed_part_runs_its_cpu_side(tmp_path, capsys):
+    """The packed part's dry run: the tiny shape's dense, padded and TRL sides train; the flex side
+    is skipped with its reason (no flex backward on CPU) while its block masks and its forward
+    check run; the figures reach the JSON file."""
+    import json
+
+    pytest.importorskip("trl")
+    script = load_script("gpu_check")
+    out = tmp_path / "gpu_check.json"
+    assert script.main(["--dry-run", "--parts", "packed", "--out", str(out)]) == 0, capsys.readouterr().out[-3000:]
+    figures = json.loads(out.read_text())["parts"]["packed"]["tiny@48"]
+    sides = figures["sides"]
+    assert "no FlexAttention backward on CPU" in sides["flex"]["skipped"]
+    assert all(sides[name]["pairs_per_s"] > 0 for name in ("dense", "padded", "trl-sdpa"))
+    check = figures["flex_forward_check"]
+    assert check["flex_attention_calls"] == 1 and check["max_abs_diff_relative"] < 1e-5  # one layer, once
+    assert check["tokens"] < check["padded_positions"]  # the pairs' prompts are shared
+    assert 0 < figures["tiles_computed_per_causal_tile"] <= 1 and figures["flex_slots_per_padded_position"] > 0
+    assert figures["ratios"] == {} and figures["goals"] == {}  # nothing to compare flex with here
+
+
+def test_gpu_check_refuses_unknown_parts_sides_and_bad_length_files(tmp_path, capsys):
+    script = load_script("gpu_check")
+    bad = tmp_path / "lengths.json"
+    bad.write_text('{"prompt": [[0, 4], [50, 80]], "completion": [[0, 1], [100, 9]]}')
+    for argv, message in [(["--parts", "packed,speed"], "unknown part or side speed"),
+                          (["--packed-sides", "flex,flash"], "unknown part or side flash"),
+                          (["--lengths", str(bad)], f"--lengths {bad}: prompt: percents must rise from 0 to 100"),
+                          (["--lengths", str(tmp_path / "none.json")], "No such file")]:
+        with pytest.raises(SystemExit) as exit_:
+            script._parse(["--dry-run", *argv])
+        assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_gpu_check_draws_lengths_from_its_quantiles():
+    import random
+
+    script = load_script("gpu_check")
+    quantiles = [[0, 10], [50, 20], [90, 100], [100, 1000]]
+    rng = random.Random(0)
+    draws = sorted(script.draw_length(rng, quantiles) for _ in range(4000))
+    assert draws[0] >= 10 and draws[-1] <= 1000
+    share_at_most = lambda tokens: sum(d <= tokens for d in draws) / len(draws)  # noqa: E731
+    assert share_at_most(20) == pytest.approx(0.5, abs=0.03) and share_at_most(100) == pytest.approx(0.9, abs=0.02)

@@ -61,6 +61,20 @@ class PackedLayout:
         query, key = slot[:, None], slot[None, :]
         return (key <= query) & (query < self.subtree_end[:, None, :])
 
+    def padded_to(self, multiple: int) -> PackedLayout:
+        """The same layout with rows widened to a multiple of `multiple` slots (FlexAttention's
+        blocks are whole then). The new slots are unused slots: token 0 at position 0, each its own
+        one-slot subtree; every real token keeps its row and column."""
+        rows, width = self.input_ids.shape
+        extra = -width % multiple
+        if extra == 0:
+            return self
+        new_slots = torch.arange(width + 1, width + extra + 1, device=self.input_ids.device).expand(rows, extra)
+        widen = lambda t: torch.nn.functional.pad(t, (0, extra))  # noqa: E731
+        index = self.index // width * (width + extra) + self.index % width
+        return PackedLayout(widen(self.input_ids), widen(self.position_ids),
+                            torch.cat([self.subtree_end, new_slots], dim=1), index, self.tokens)
+
     def to(self, device: torch.device) -> PackedLayout:
         return PackedLayout(self.input_ids.to(device), self.position_ids.to(device), self.subtree_end.to(device),
                             self.index.to(device), self.tokens)
