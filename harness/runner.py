@@ -25,7 +25,8 @@ from harness.data.tokenize import prompt_key
 from harness.data.prepare import check_disjoint, prepare_dataset
 from harness.errors import HarnessError, HarnessFault
 from harness.evaluate.implicit import defines_implicit_reward, implicit_reward_accuracies
-from harness.evaluate.policy import Baseline, chosen_from_file, evaluate_policy, make_baseline
+from harness.evaluate.judge import JudgeFailed
+from harness.evaluate.policy import Baseline, baseline_settings, chosen_from_file, evaluate_policy, make_baseline
 from harness.evaluate.reward_models import RewardModel, check_reads_conversations, load_reward_model
 from harness.evaluate.stats import bootstrap_mean
 from harness.fingerprint import world_fingerprint
@@ -99,7 +100,7 @@ class World:
             chosen = chosen_from_file(self.files.get("eval_pairs"), self.eval_prompts)
             key = content_hash({
                 "model": folder_fingerprint(self.start_path), "prompts": self.eval_prompts, "chosen": chosen,
-                "evaluate": asdict(suite.evaluate), "reward": self.reward_key,
+                "evaluate": baseline_settings(suite.evaluate), "reward": self.reward_key,
             })
             path = cache_root() / "baselines" / f"{key}.json"
             if path.exists():
@@ -426,7 +427,7 @@ def _run_and_store(spec: RunSpec, suite: Suite, world: World, store: ResultStore
         implicit = [] if spec.prompts == VALIDATION else _implicit_reward_rows(
             spec, suite, world, policy, trained.accounting.optimizer_steps)
         world.judge.release()  # scored: the next run trains without it
-    except RunFailed as err:
+    except (RunFailed, JudgeFailed) as err:
         check()
         store.write_manifest(spec.run_id, {**manifest, "status": "failed", "error": str(err)})
         RunCheckpoint(spec.run_id, 0).clear()

@@ -38,6 +38,8 @@ from harness.suite import EvalConfig
 _LATER_SAMPLE_COLUMNS: dict[str, Any] = {
     "token_logps": None, "entropy": math.nan, "chosen_completion": None, "chosen_reward": math.nan,
     "chosen_outcome": math.nan, "reward_model": "gold", "messages": None, "truncated": None,
+    "judge": None, "judge_baseline": None, "judge_verdicts": None, "judge_outcome": math.nan, "judge_tokens": 0,
+    "judge_seconds": 0.0,
 }
 
 
