@@ -593,7 +593,7 @@ def _implicit_reward_rows(spec: RunSpec, suite: Suite, world: World, policy, ste
     est = bootstrap_mean(accuracies, resamples=suite.evaluate.bootstrap, seed=suite.evaluate.seed)
     return [{"evaluator": "implicit_reward", "metric": "preference_accuracy", "split": "eval", "step": step,
              "value": est.value, "stderr": est.stderr, "ci_low": est.ci_low, "ci_high": est.ci_high,
-             "n": est.n, "higher_is_better": True}]
+             "level": est.stated_level, "n": est.n, "higher_is_better": True}]
 
 
 def _identity_columns(spec: RunSpec) -> dict[str, Any]:
@@ -631,7 +631,7 @@ def _curve_rows(trained: TrainResult, spec: RunSpec) -> list[dict[str, Any]]:
                 rows.append({
                     "evaluator": "train", "metric": metric, "split": "train", "step": point["step"],
                     "value": float(value), "stderr": math.nan, "ci_low": math.nan, "ci_high": math.nan,
-                    "n": spec.train.batch_size, "higher_is_better": None,
+                    "level": math.nan, "n": spec.train.batch_size, "higher_is_better": None,
                 })
     return rows
 

@@ -65,7 +65,7 @@ def test_verdict_labels_and_their_shares():
 
 def test_alpaca_eval_judges_both_orders_and_weights_by_logprobs(tmp_path):
     with JudgeServer(confidence=0.9) as server:
-        pairs = judge_of(server, tmp_path).judge(["say it", "say it"], [LONG, SHORT], [SHORT, LONG])
+        pairs = judge_of(server, tmp_path).judge(["say it", "say that"], [LONG, SHORT], [SHORT, LONG])
         assert server.requests == 4  # two pairs, two orders each
         firsts = [b["messages"][-1]["content"].split("=== Response m ===\n")[1].split("\n")[0] for b in server.bodies]
         assert sorted(firsts) == sorted([LONG, SHORT, SHORT, LONG])
@@ -94,6 +94,13 @@ def test_arena_hard_reads_the_verdict_label(tmp_path):
         assert "[[A>>B]]" in server.bodies[0]["messages"][0]["content"]  # the labels are explained
     assert [p.score for p in pairs] == [1.0, 0.0, 0.5]
     assert pairs[0].labels == "A>B / B>A"
+
+
+def test_a_comparison_met_twice_is_asked_once(tmp_path):
+    with JudgeServer() as server:
+        pairs = judge_of(server, tmp_path).judge(["q", "q"], [LONG, SHORT], [SHORT, LONG])
+        assert server.requests == 2  # (q, LONG, SHORT) and (q, SHORT, LONG), each in both pairs
+    assert [p.score for p in pairs] == [pytest.approx(0.9), pytest.approx(0.1)]
 
 
 def test_a_rerun_asks_the_server_nothing(tmp_path):

@@ -64,6 +64,9 @@ def test_the_judge_metrics_are_stored_per_run(judged_suite):
         assert 0 <= row["judge_reward_agreement"] <= 1
     win = metrics[(metrics["evaluator"] == "llm_judge") & (metrics["metric"] == "judge_win_rate")]
     assert (win["ci_low"] <= win["value"]).all() and (win["value"] <= win["ci_high"]).all()
+    assert (win["level"] == 0.95).all()  # every interval states its level
+    costs = metrics[metrics["metric"].isin(["judge_tokens", "judge_seconds"])]
+    assert costs["level"].isna().all() and costs["ci_low"].isna().all()  # a total has no interval
 
 
 def test_a_rerun_judges_nothing_twice(judged_suite, server, tmp_path):

@@ -98,13 +98,14 @@ def run_rows(
     for key, (value, lo, hi, se) in evals.items():
         evaluator, metric = key.split("/", 1)
         rows.append({"evaluator": evaluator, "metric": metric, "split": "eval", "step": steps,
-                     "value": value, "stderr": se, "ci_low": lo, "ci_high": hi, "n": 64,
+                     "value": value, "stderr": se, "ci_low": lo, "ci_high": hi,
+                     "level": 0.95 if lo == lo and hi == hi else NAN, "n": 64,
                      "higher_is_better": metric not in ("kl_k1", "kl_k3", "kl_token_exact", "completion_tokens")})
     if train_curve and steps:
         for step in range(0, steps + 1, 25):
             for metric, value in (("loss", 0.69 - step / (4 * steps)), ("reward_margins", step / steps)):
                 rows.append({"evaluator": "train", "metric": metric, "split": "train", "step": step,
-                             "value": value, "stderr": NAN, "ci_low": NAN, "ci_high": NAN, "n": 8,
+                             "value": value, "stderr": NAN, "ci_low": NAN, "ci_high": NAN, "level": NAN, "n": 8,
                              "higher_is_better": metric == "reward_margins"})
     frame = pd.DataFrame(rows)
     for column, value in {**identity, **accounting}.items():

@@ -306,12 +306,14 @@ class PairwiseJudge:
         return verdict
 
     def judge(self, instructions: Sequence[str], policy: Sequence[str], baseline: Sequence[str]) -> list[PairVerdict]:
-        """Every triple in both orders, `concurrency` requests at a time."""
+        """Every triple in both orders, `concurrency` requests at a time; a comparison met twice
+        (two samples with the same text) is asked once."""
         orders = [(i, p, b) for i, p, b in zip(instructions, policy, baseline)]
         jobs = [job for i, p, b in orders for job in ((i, p, b), (i, b, p))]
+        distinct = list(dict.fromkeys(jobs))
         with ThreadPoolExecutor(max_workers=self.config.concurrency) as pool:
-            verdicts = list(pool.map(lambda job: self.verdict(*job), jobs))
-        return [PairVerdict(verdicts[2 * k], verdicts[2 * k + 1]) for k in range(len(orders))]
+            verdicts = dict(zip(distinct, pool.map(lambda job: self.verdict(*job), distinct)))
+        return [PairVerdict(verdicts[jobs[2 * k]], verdicts[jobs[2 * k + 1]]) for k in range(len(orders))]
 
 
 # ----------------------------------------------------------------------------------------------

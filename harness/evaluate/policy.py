@@ -165,7 +165,7 @@ def metric_rows(scored: ScoredSamples, step: int) -> list[dict[str, Any]]:
             rows.append({
                 "evaluator": name, "metric": metric, "split": "eval", "step": step,
                 "value": est.value, "stderr": est.stderr, "ci_low": est.ci_low, "ci_high": est.ci_high,
-                "n": est.n, "higher_is_better": info[metric].higher_is_better,
+                "level": est.stated_level, "n": est.n, "higher_is_better": info[metric].higher_is_better,
             })
     return rows
 

@@ -5,7 +5,9 @@ Version history:
      (`harness.schema_version`, `harness.table` = "metrics" or "samples"), and every row in the
      `schema_version` column; readers refuse files written by a newer version. Columns added
      since (null or NaN where a file predates them; harness.evaluate.rescore fills them): the
-     samples' token_logps, entropy, chosen_*, reward_model, messages, truncated and judge*.
+     samples' token_logps, entropy, chosen_*, reward_model, messages, truncated and judge*; the
+     metrics' level (harness.results.store.with_levels gives an older file's intervals 0.95,
+     the level every harness version computed them at).
 
 Every row carries the run's identity and its compute accounting, so that any single parquet file
 (or a concatenation of many) can be read with pandas or DuckDB without harness installed.
@@ -59,6 +61,7 @@ METRIC_COLUMNS: dict[str, pa.DataType] = {
     "stderr": pa.float64(),
     "ci_low": pa.float64(),
     "ci_high": pa.float64(),
+    "level": pa.float64(),  # the interval's confidence level (0.95); NaN where there is no interval
     "n": pa.int64(),
     "higher_is_better": pa.bool_(),
 }
@@ -129,8 +132,9 @@ COLUMN_DOCS: dict[str, str] = {
     "step": "optimizer step of the measurement (the final one for eval rows)",
     "value": "the measurement (a mean over prompts for eval rows)",
     "stderr": "its standard error over prompts (NaN when not defined)",
-    "ci_low": "lower end of its 95% CI over prompts (bootstrap; NaN when not computed)",
-    "ci_high": "upper end of its 95% CI over prompts",
+    "ci_low": "lower end of its CI over prompts (bootstrap; NaN when not computed)",
+    "ci_high": "upper end of its CI over prompts",
+    "level": "the CI's confidence level (0.95 for every interval the harness computes; NaN: no interval)",
     "n": "number of prompts (eval) or examples (train) behind the value",
     "higher_is_better": "direction of the metric; null for costs that are shown, not ranked (KL, length)",
     "prompt_id": "index of the held-out prompt (the same prompts for every run of a suite)",
