@@ -545,3 +545,22 @@ def test_crossed_intervals_are_cut_and_ranks_and_tests_do_not_move(monkeypatch):
     columns = ["entry", "rank", "rank_basis", "beats", "beaten_by", "frontier", "within_budget"]
     pd.testing.assert_frame_equal(cut[columns], uncut[columns])
     pd.testing.assert_frame_equal(tests, paired_tests(metrics, samples))
+
+
+# --------------------------------------------------------------------------- confidence levels
+
+
+def test_every_interval_on_the_board_states_its_level():
+    """A single run's CI keeps the level it was stored at (one read from elsewhere, at 90 %); the
+    t interval over seeds is at CONFIDENCE; the text names each level with its columns."""
+    from harness.rank import levels_text
+
+    runs = suite_runs()
+    runs[3] = runs[3].assign(level=np.where(runs[3]["metric"] == "win_rate_vs_start", 0.9, runs[3]["level"]))
+    board = leaderboard(pd.concat(runs, ignore_index=True)).set_index("entry")
+    assert board.loc["ipo", f"{WIN_RATE}:level"] == 0.9  # one seed: its run's CI, at its level
+    assert board.loc["dpo", f"{WIN_RATE}:level"] == 0.95  # two seeds: the t interval
+    assert levels_text(board) == f"90% for {WIN_RATE}; 95% for {REWARD}, {WIN_RATE}, {KL}, {KL_K3}"
+    assert levels_text(leaderboard(pd.concat(suite_runs(), ignore_index=True))) == "95%"
+    assert format_leaderboard(board.reset_index()).endswith(f"intervals: 90% for {WIN_RATE}; 95% for "
+                                                            f"{REWARD}, {WIN_RATE}, {KL}, {KL_K3}")
