@@ -88,3 +88,19 @@ def test_a_judge_that_cannot_judge_stops_the_run_before_training(judged_suite, t
     assert code == 2 and message in err and len(err.splitlines()) == 1
     assert err.startswith(f"harness: error: --set {override}")  # names where the key came from
     assert not (tmp_path / "results" / "judged").exists() or not list((tmp_path / "results" / "judged").glob("*.parquet"))
+
+
+def test_a_judge_that_stops_answering_fails_the_run_not_the_suite(judged_suite, tmp_path):
+    """The server lists its model (the preflight passes) but refuses every judgment: each run is
+    recorded as failed with the reason, and `harness run` ends with status 1, not a traceback."""
+    import json
+
+    _, suite, _ = judged_suite
+    with JudgeServer(models=("sandbox-judge",), fail_first=10**6) as failing:
+        code = main(["run", str(suite), "--results", str(tmp_path / "results"), "--reports", str(tmp_path / "r"),
+                     "--set", f"evaluate.judge.base_url={failing.base_url}", "--set", "evaluate.judge.retries=0",
+                     "--set", "evaluate.judge.template=arena_hard"])  # another template: no verdict is cached
+    assert code == 1
+    manifests = [json.loads(p.read_text()) for p in (tmp_path / "results" / "judged").glob("*.json")]
+    assert manifests and all(m["status"] == "failed" and "did not answer after 1 tries" in m["error"]
+                             for m in manifests)

@@ -161,8 +161,7 @@ def _retryable(err: Exception) -> bool:
 
     if isinstance(err, (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError)):
         return True
-    return isinstance(err, openai.APIStatusError) and err.status_code in (408, 409, 429) or \
-        isinstance(err, openai.APIStatusError) and err.status_code >= 500
+    return isinstance(err, openai.APIStatusError) and (err.status_code in (408, 409, 429) or err.status_code >= 500)
 
 
 class JudgeFailed(HarnessError):
