@@ -148,6 +148,9 @@ def cmd_run(args) -> int:
     started = time.perf_counter()
     scale = cli_scale.run_kwargs(args)  # --shard K/N: one worker of a job array
     suite, specs = _checked_suite(args)
+    from harness.preflight import check_services
+
+    check_services(suite)  # the LLM judge's server answers and serves its model, before anything trains
     _quiet_libraries()
     from harness.train.sizing import check_devices, model_folders
 

@@ -161,7 +161,7 @@ def bootstrap_entry(runs: list[pd.DataFrame], difficulty: pd.Series, point: floa
 
 
 def length_controlled_table(comparisons: pd.DataFrame, entries: dict[str, list[str]], resamples: int = 1000,
-                            seed: int = 0) -> pd.DataFrame:
+                            seed: int = 0, confidence: float = 0.95) -> pd.DataFrame:
     """Per entry: the length-controlled win rate (mean over its runs of each run's package fit) and
     its prompt-bootstrap CI. comparisons: see `featurize`; entries: entry -> its run ids.
     Columns: entry, value, ci_low, ci_high."""
@@ -174,6 +174,6 @@ def length_controlled_table(comparisons: pd.DataFrame, entries: dict[str, list[s
         if not runs:
             continue
         point = float(np.mean([run_win_rate(r, difficulty)[0] for r in runs]))
-        low, high = bootstrap_entry(runs, difficulty, point, resamples=resamples, seed=seed)
+        low, high = bootstrap_entry(runs, difficulty, point, resamples=resamples, seed=seed, confidence=confidence)
         rows.append({"entry": entry, "value": point, "ci_low": low, "ci_high": high})
     return pd.DataFrame(rows, columns=["entry", "value", "ci_low", "ci_high"])

@@ -104,10 +104,14 @@ class RunSpec:
 
 def _evaluate_identity(evaluate) -> dict[str, Any]:
     """The evaluate section as a run's identity: lm_eval_chat_template only when it is not
-    "auto", so that the run ids of suites that predate it stay what they were."""
+    "auto" and the judge only when there is one (its identity fields), so that the run ids of
+    suites that predate them stay what they were."""
     fields = asdict(evaluate)
     if fields.get("lm_eval_chat_template") == "auto":
         del fields["lm_eval_chat_template"]
+    fields.pop("judge", None)
+    if evaluate.judge.enabled:
+        fields["judge"] = identity_fields(evaluate.judge)
     return fields
 
 

@@ -3,13 +3,15 @@
 
 Cheap checks that import no torch come first (a typo costs well under a second, whichever command
 finds it): the suite's schema (harness.suite, already applied by `load_suite`), the budget's size,
-the results folder (writable, no damaged stored files), local models, datasets and reward models
-that must exist (a model folder's config.json, weights and tokenizer files read). Then the checks
-that need the registries: the sandbox's settings, the plugins, local start models' tokenizers, a
-tuned suite's spaces and metric, the methods' hyper-parameters (planning), the reward model's name
-and the lm-eval tasks.
+the results folder (writable, no damaged stored files), local models, datasets, reward models
+and the LLM judge's reference outputs that must exist (a model folder's config.json, weights and
+tokenizer files read). Then the checks that need the registries: the sandbox's settings, the
+plugins, local start models' tokenizers, a tuned suite's spaces and metric, the methods'
+hyper-parameters (planning), the reward model's name and the lm-eval tasks.
 What needs the data itself (one full batch of every shape a method trains on) is checked by the
 runner once the data is loaded, still before the first run (harness.runner.check_trainable).
+A server a run will call (the LLM judge's) is asked by `check_services`, which `harness run` and
+job submission call; `harness plan` contacts nothing.
 """
 
 from __future__ import annotations
@@ -38,7 +40,20 @@ def check_suite(suite: Suite, results_root: Path | None = None, *, allow_large_b
     for model in suite.start_models:
         check_model_source(model, f"{suite.where('model')}: model")
     check_dataset_source(suite.dataset, f"{suite.where('dataset')}: dataset")
+    if suite.evaluate.judge.enabled:
+        from harness.evaluate.judge import check_judge_settings
+
+        check_judge_settings(suite.evaluate.judge, lambda key: suite.where(f"evaluate.judge.{key}"))
     return check_registered(suite)
+
+
+def check_services(suite: Suite) -> None:
+    """What a run will call over the network answers now: the LLM judge's server serves its model
+    (evaluate.judge). For `harness run` and job submission only: planning and ranking need no server."""
+    if suite.evaluate.judge.enabled:
+        from harness.evaluate.judge import check_judge_server
+
+        check_judge_server(suite.evaluate.judge, lambda key: suite.where(f"evaluate.judge.{key}"))
 
 
 def check_registered(suite: Suite) -> list:

@@ -54,7 +54,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from harness.intervals import crossed_interval, method_difference, significance_ranks
+from harness.intervals import CONFIDENCE, crossed_interval, method_difference, significance_ranks
 from harness.results.ranges import clip_to_range, metric_range
 from harness.suite import DEFAULT_KL_BUDGET  # nats: the ranked entries' exact KL to the reference at most this
 
@@ -73,7 +73,6 @@ KL = KL_EXACT  # the headline KL wherever it was computed (`kl_key`)
 HEADLINE_KEYS = (REWARD, JUDGE_REWARD, LC_WIN_RATE, WIN_RATE, KL_EXACT, KL_K3, KL_K1)
 START_METHOD = "start"
 COMPUTE_COLUMNS = ("flops_total", "flops_reference", "optimizer_steps", "train_seconds")
-CONFIDENCE = 0.95
 ZERO_TOLERANCE = 1e-9  # relative: differences below it are float-order noise, counted as 0
 
 
@@ -255,7 +254,8 @@ def leaderboard(
 
     Columns: entry, method, hparams, is_start, n_seeds; for each headline key K (default
     `headline_of`, plus LC_WIN_RATE when `samples` hold the completion lengths): K (mean over
-    seeds), "K:ci_low", "K:ci_high" (95%, cut to K's range), "K:ci_kind"; the compute columns (mean over seeds);
+    seeds), "K:ci_low", "K:ci_high" (cut to K's range), "K:ci_kind", "K:level" (the interval's confidence
+    level: CONFIDENCE, or a single run's stored level); the compute columns (mean over seeds);
     frontier (on the reward-vs-KL Pareto frontier), within_budget (KL ≤ kl_budget, or no KL
     measured), rank (1 + the number of entries significantly better on the suite's reward, see the module docstring; NaN over the
     budget or with `rank` False), rank_basis ("paired tests" or "CI overlap"), beats and beaten_by
@@ -306,14 +306,26 @@ def _entry_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def _metric_intervals(rows: pd.DataFrame, key: str) -> pd.DataFrame:
-    """Per entry: (mean, ci_low, ci_high, ci_kind) of one metric over its seeds, columns named
-    after `key`."""
+    """Per entry: (mean, ci_low, ci_high, ci_kind, level) of one metric over its seeds, columns
+    named after `key`."""
     out = []
     for entry, group in rows.groupby("entry", sort=False):
         mean, lo, hi = seed_interval(group["value"], group["ci_low"], group["ci_high"], group["stderr"])
         kind = "t over seeds (these prompts)" if group["value"].notna().sum() > 1 else "run CI"
-        out.append({"entry": entry, key: mean, key + ":ci_low": lo, key + ":ci_high": hi, key + ":ci_kind": kind})
-    return pd.DataFrame(out, columns=["entry", key, key + ":ci_low", key + ":ci_high", key + ":ci_kind"])
+        out.append({"entry": entry, key: mean, key + ":ci_low": lo, key + ":ci_high": hi, key + ":ci_kind": kind,
+                    key + ":level": _interval_level(group, kind) if pd.notna(lo) and pd.notna(hi) else np.nan})
+    return pd.DataFrame(out, columns=["entry", key, key + ":ci_low", key + ":ci_high", key + ":ci_kind",
+                                      key + ":level"])
+
+
+def _interval_level(group: pd.DataFrame, kind: str) -> float:
+    """The level of an entry's interval: CONFIDENCE for the t interval over seeds; a single run's own
+    stored CI keeps the level it was computed at (seed_interval's fallback from its stderr is at CONFIDENCE)."""
+    if kind == "run CI" and "level" in group.columns:
+        stored = group.loc[group["value"].notna(), "level"]
+        if len(stored) and pd.notna(stored.iloc[0]):
+            return float(stored.iloc[0])
+    return CONFIDENCE
 
 
 def seeds_by_prompts(prompts: pd.DataFrame, run_ids: Sequence[str], key: str) -> np.ndarray:
@@ -355,6 +367,7 @@ def _crossed_intervals(board: pd.DataFrame, runs: pd.DataFrame, prompts: pd.Data
         board.at[index, key], board.at[index, key + ":ci_low"], board.at[index, key + ":ci_high"] = mean, lo, hi
         board.at[index, key + ":ci_kind"] = ("seeds × prompts (crossed t)" if table.shape[0] > 1
                                              else "prompts (one seed, t)")
+        board.at[index, key + ":level"] = CONFIDENCE  # crossed_interval's default
     return board
 
 
@@ -374,10 +387,11 @@ def _length_controlled(board: pd.DataFrame, runs: pd.DataFrame, samples: pd.Data
     comparisons["policy_length"] = rows["completion"].astype(str).str.len()
     comparisons["baseline_length"] = rows["baseline_completion"].astype(str).str.len()
     entries = {e: list(g) for e, g in runs.groupby("entry", sort=False)["run_id"]}
-    table = length_controlled_table(comparisons, entries, resamples=resamples, seed=seed)
+    table = length_controlled_table(comparisons, entries, resamples=resamples, seed=seed, confidence=CONFIDENCE)
     table = table.rename(columns={"value": LC_WIN_RATE, "ci_low": LC_WIN_RATE + ":ci_low",
                                   "ci_high": LC_WIN_RATE + ":ci_high"})
     table[LC_WIN_RATE + ":ci_kind"] = "prompt bootstrap (seeds fixed)"
+    table[LC_WIN_RATE + ":level"] = np.where(table[LC_WIN_RATE + ":ci_low"].notna(), CONFIDENCE, np.nan)
     return board.merge(table, on="entry", how="left")
 
 
@@ -434,8 +448,20 @@ def format_interval(mean: float, lo: float, hi: float) -> str:
     return f"{format_value(mean)} [{format_value(lo)}, {format_value(hi)}]"
 
 
+def levels_text(board: pd.DataFrame, keys: Sequence[str] = HEADLINE_KEYS) -> str:
+    """The confidence level of the board's intervals, from its "K:level" columns: "95%" when they
+    share one, else each level with the columns at it ("90% for a; 95% for b, c"). CONFIDENCE
+    when the board holds no interval."""
+    by_key = {key: set(board[key + ":level"].dropna().astype(float)) for key in keys if key + ":level" in board}
+    levels = sorted(set().union(*by_key.values())) if by_key else []
+    if len(levels) <= 1:
+        return f"{(levels or [CONFIDENCE])[0]:.0%}"
+    return "; ".join(f"{level:.0%} for {', '.join(k for k, found in by_key.items() if level in found)}"
+                     for level in levels)
+
+
 def format_leaderboard(board: pd.DataFrame, headline: Sequence[str] = HEADLINE_KEYS) -> str:
-    """The leaderboard as a plain-text table (for `harness rank`)."""
+    """The leaderboard as a plain-text table (for `harness rank`), its intervals' level below it."""
     rows = []
     for _, r in board.iterrows():
         rank = format_value(r["rank"]) if r.get("within_budget", True) else "over KL budget"
@@ -454,6 +480,7 @@ def format_leaderboard(board: pd.DataFrame, headline: Sequence[str] = HEADLINE_K
     widths = {c: max(len(c), *(len(row[c]) for row in rows)) for c in columns}
     lines = ["  ".join(c.ljust(widths[c]) for c in columns)]
     lines += ["  ".join(row[c].ljust(widths[c]) for c in columns) for row in rows]
+    lines.append(f"intervals: {levels_text(board, headline)}")
     return "\n".join(lines)
 
 

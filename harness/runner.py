@@ -28,7 +28,8 @@ from harness.data.tokenize import prompt_key
 from harness.data.prepare import check_disjoint, prepare_dataset
 from harness.errors import HarnessError, HarnessFault
 from harness.evaluate.implicit import defines_implicit_reward, implicit_reward_accuracies
-from harness.evaluate.policy import Baseline, chosen_from_file, evaluate_policy, make_baseline
+from harness.evaluate.judge import JudgeFailed
+from harness.evaluate.policy import Baseline, baseline_settings, chosen_from_file, evaluate_policy, make_baseline
 from harness.evaluate.reward_models import RewardModel, check_reads_conversations, load_reward_model
 from harness.evaluate.stats import bootstrap_mean
 from harness.fingerprint import world_fingerprint
@@ -103,7 +104,7 @@ class World:
             chosen = chosen_from_file(self.files.get("eval_pairs"), self.eval_prompts)
             key = content_hash({
                 "model": folder_fingerprint(self.start_path), "prompts": self.eval_prompts, "chosen": chosen,
-                "evaluate": asdict(suite.evaluate), "reward": self.reward_key,
+                "evaluate": baseline_settings(suite.evaluate), "reward": self.reward_key,
             })
             path = cache_root() / "baselines" / f"{key}.json"
             if path.exists():
@@ -465,7 +466,7 @@ def _run_and_store(spec: RunSpec, suite: Suite, world: World, store: ResultStore
         implicit = [] if spec.prompts == VALIDATION else _implicit_reward_rows(
             spec, suite, world, policy, trained.accounting.optimizer_steps)
         world.judge.release()  # scored: the next run trains without it
-    except RunFailed as err:
+    except (RunFailed, JudgeFailed) as err:
         check()
         store.write_manifest(spec.run_id, {**manifest, "status": "failed", "error": str(err)})
         RunCheckpoint(spec.run_id, 0).clear()
@@ -636,7 +637,7 @@ def _implicit_reward_rows(spec: RunSpec, suite: Suite, world: World, policy, ste
     est = bootstrap_mean(accuracies, resamples=suite.evaluate.bootstrap, seed=suite.evaluate.seed)
     return [{"evaluator": "implicit_reward", "metric": "preference_accuracy", "split": "eval", "step": step,
              "value": est.value, "stderr": est.stderr, "ci_low": est.ci_low, "ci_high": est.ci_high,
-             "n": est.n, "higher_is_better": True}]
+             "level": est.stated_level, "n": est.n, "higher_is_better": True}]
 
 
 def _identity_columns(spec: RunSpec) -> dict[str, Any]:
@@ -674,7 +675,7 @@ def _curve_rows(trained: TrainResult, spec: RunSpec) -> list[dict[str, Any]]:
                 rows.append({
                     "evaluator": "train", "metric": metric, "split": "train", "step": point["step"],
                     "value": float(value), "stderr": math.nan, "ci_low": math.nan, "ci_high": math.nan,
-                    "n": spec.train.batch_size, "higher_is_better": None,
+                    "level": math.nan, "n": spec.train.batch_size, "higher_is_better": None,
                 })
     return rows
 

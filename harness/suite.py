@@ -190,6 +190,31 @@ class HardwareConfig:
     mfu: float = setting(0.4, in_range(0.0, 1.0, low_open=True))  # the model FLOP utilization GPU-hours assume
 
 
+JUDGE_TEMPLATES = ("alpaca_eval", "arena_hard")  # harness.evaluate.judge.TEMPLATES
+JUDGE_BASELINES = ("start", "chosen")  # or a jsonl file of reference outputs
+
+
+@dataclass(frozen=True)
+class JudgeConfig:
+    """`evaluate.judge`: a pairwise LLM judge behind an OpenAI-compatible server (harness.evaluate.judge).
+    Off while `model` is empty. What decides a verdict (the model, the template, the baseline, the
+    judgment's length) is part of a run's identity; where the server is and how it is called is not."""
+
+    model: str = setting("")  # the served model's name, as the server's /v1/models lists it
+    base_url: str = setting("", identity=False)  # e.g. http://localhost:8000/v1
+    template: str = setting("alpaca_eval", one_of(*JUDGE_TEMPLATES))
+    baseline: str = setting("start")  # start | chosen | a jsonl file of {instruction or prompt, output}
+    max_tokens: int = setting(1024, positive())  # the length of an arena_hard judgment (alpaca_eval answers 1 token)
+    concurrency: int = setting(8, positive(), identity=False)  # requests in flight at once
+    timeout: float = setting(120.0, positive(), identity=False)  # seconds per request
+    retries: int = setting(4, non_negative(), identity=False)  # tries after the first, with exponential backoff
+    backoff: float = setting(1.0, non_negative(), identity=False)  # seconds before the first retry; doubled each time
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.model)
+
+
 @dataclass(frozen=True)
 class EvalConfig:
     prompts: int = setting(64, positive())
@@ -213,6 +238,7 @@ class EvalConfig:
     lm_eval_batch_size: int = setting(8, positive())
     # lm-eval's prompts (harness.evaluate.lmeval.LM_EVAL_CHAT_TEMPLATE): auto | chat | plain
     lm_eval_chat_template: str = setting("auto", one_of("auto", "chat", "plain"))
+    judge: JudgeConfig = setting(JudgeConfig(), identity=UNLESS_DEFAULT)  # off unless judge.model is set
 
     # One task's own few-shot count is part of its name in lm_eval_tasks, not of lm_eval_fewshot.
     HINTS = {"lm_eval_fewshot": lambda v: (f"; to give one task its own count, name it {v!r} in "
@@ -483,6 +509,12 @@ CROSS_CHECKS: list[tuple[Callable[[Suite], bool], Callable[[Suite], str]]] = [
      lambda s: f"data.eval_split = {s.data.eval_split!r} is also the train split; held-out pairs need another "
                "split (e.g. test)"),
 ]
+
+
+CROSS_CHECKS.append(
+    (lambda s: bool(s.evaluate.judge.model) == bool(s.evaluate.judge.base_url),
+     lambda s: "evaluate.judge needs both model and base_url (the OpenAI-compatible server, e.g. "
+               "http://localhost:8000/v1); give both, or remove evaluate.judge"))
 
 
 def _sampling_problem(suite: Suite) -> str | None:

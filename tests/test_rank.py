@@ -98,13 +98,14 @@ def run_rows(
     for key, (value, lo, hi, se) in evals.items():
         evaluator, metric = key.split("/", 1)
         rows.append({"evaluator": evaluator, "metric": metric, "split": "eval", "step": steps,
-                     "value": value, "stderr": se, "ci_low": lo, "ci_high": hi, "n": 64,
+                     "value": value, "stderr": se, "ci_low": lo, "ci_high": hi,
+                     "level": 0.95 if lo == lo and hi == hi else NAN, "n": 64,
                      "higher_is_better": metric not in ("kl_k1", "kl_k3", "kl_token_exact", "completion_tokens")})
     if train_curve and steps:
         for step in range(0, steps + 1, 25):
             for metric, value in (("loss", 0.69 - step / (4 * steps)), ("reward_margins", step / steps)):
                 rows.append({"evaluator": "train", "metric": metric, "split": "train", "step": step,
-                             "value": value, "stderr": NAN, "ci_low": NAN, "ci_high": NAN, "n": 8,
+                             "value": value, "stderr": NAN, "ci_low": NAN, "ci_high": NAN, "level": NAN, "n": 8,
                              "higher_is_better": metric == "reward_margins"})
     frame = pd.DataFrame(rows)
     for column, value in {**identity, **accounting}.items():
@@ -544,3 +545,22 @@ def test_crossed_intervals_are_cut_and_ranks_and_tests_do_not_move(monkeypatch):
     columns = ["entry", "rank", "rank_basis", "beats", "beaten_by", "frontier", "within_budget"]
     pd.testing.assert_frame_equal(cut[columns], uncut[columns])
     pd.testing.assert_frame_equal(tests, paired_tests(metrics, samples))
+
+
+# --------------------------------------------------------------------------- confidence levels
+
+
+def test_every_interval_on_the_board_states_its_level():
+    """A single run's CI keeps the level it was stored at (one read from elsewhere, at 90 %); the
+    t interval over seeds is at CONFIDENCE; the text names each level with its columns."""
+    from harness.rank import levels_text
+
+    runs = suite_runs()
+    runs[3] = runs[3].assign(level=np.where(runs[3]["metric"] == "win_rate_vs_start", 0.9, runs[3]["level"]))
+    board = leaderboard(pd.concat(runs, ignore_index=True)).set_index("entry")
+    assert board.loc["ipo", f"{WIN_RATE}:level"] == 0.9  # one seed: its run's CI, at its level
+    assert board.loc["dpo", f"{WIN_RATE}:level"] == 0.95  # two seeds: the t interval
+    assert levels_text(board) == f"90% for {WIN_RATE}; 95% for {REWARD}, {WIN_RATE}, {KL}, {KL_K3}"
+    assert levels_text(leaderboard(pd.concat(suite_runs(), ignore_index=True))) == "95%"
+    assert format_leaderboard(board.reset_index()).endswith(f"intervals: 90% for {WIN_RATE}; 95% for "
+                                                            f"{REWARD}, {WIN_RATE}, {KL}, {KL_K3}")

@@ -336,3 +336,22 @@ def test_leaderboard_and_report_commands(tmp_path, capsys):
     assert "report:" in capsys.readouterr().out
     assert main(["leaderboard", "--results", str(tmp_path / "nothing"), "--reports", str(tmp_path)]) == 2
     assert "no stored results" in capsys.readouterr().err
+
+
+def test_the_report_and_the_leaderboard_state_the_intervals_level(tmp_path):
+    """The level comes from the stored rows: a run whose CI was computed at 90 % (read from
+    elsewhere) is named at 90 % on both pages, the others at 95 %."""
+    from harness.report import write_leaderboard
+    from harness.results import ResultStore
+
+    store = ResultStore(tmp_path / "results", "toy")
+    for frame in fixtures.suite_runs():
+        if frame["method"].iloc[0] == "ipo":
+            frame = frame.assign(level=frame["level"].where(frame["metric"] != "win_rate_vs_start", 0.9))
+        store.write_run(frame["run_id"].iloc[0], frame, None, {"status": "ok"})
+    stated = f"Intervals are 90% for {fixtures.WIN_RATE}; 95% for {fixtures.REWARD}, {fixtures.WIN_RATE}"
+    report = write_suite_report(tmp_path / "results", "toy", tmp_path / "toy.html").read_text()
+    assert stated in report
+    assert stated in write_leaderboard(tmp_path / "results", tmp_path / "site").read_text()
+    fixtures.build_suite(tmp_path / "plain", "toy")
+    assert "Intervals are 95%: " in write_suite_report(tmp_path / "plain", "toy", tmp_path / "p.html").read_text()

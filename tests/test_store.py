@@ -282,3 +282,16 @@ def test_results_command_lists_statuses(tmp_path, capsys):
     assert re.search(r"^killed1\s+dpo\s+seed=0\s+interrupted$", out, flags=re.M)
     assert out.strip().splitlines()[-1] == "5 ok, 1 interrupted"
     assert main(["results", "nothing", "--results", str(tmp_path)]) == 2
+
+
+def test_a_file_written_before_the_level_column_reads_its_intervals_as_95(tmp_path):
+    """Every interval states its confidence level; a metrics file that predates the column gets the
+    level its intervals were computed at, and none where a row has no interval."""
+    from harness.results.store import with_levels
+
+    old = pd.DataFrame({"metric": ["a", "b"], "ci_low": [0.1, float("nan")], "ci_high": [0.3, float("nan")],
+                        "n": [4, 4]})
+    filled = with_levels(old)
+    assert list(filled.columns) == ["metric", "ci_low", "ci_high", "level", "n"]
+    assert filled["level"].iloc[0] == 0.95 and pd.isna(filled["level"].iloc[1])
+    assert with_levels(filled.assign(level=[0.9, float("nan")]))["level"].iloc[0] == 0.9  # a stated level is kept

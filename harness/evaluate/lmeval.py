@@ -55,7 +55,7 @@ import numpy as np
 import torch
 
 from harness.errors import HarnessError, did_you_mean
-from harness.intervals import proportion_interval
+from harness.intervals import CONFIDENCE, proportion_interval
 
 PROJECT_TASKS = Path(__file__).resolve().parents[2] / "suites" / "tasks"
 
@@ -292,6 +292,7 @@ def results_rows(results: dict[str, Any], *, step: int, bootstrap: int = 2000, s
             rows.append({
                 "evaluator": "lm_eval", "metric": name, "split": "eval", "step": step,
                 "value": value, "stderr": stderr, "ci_low": low, "ci_high": high,
+                "level": CONFIDENCE if math.isfinite(low) and math.isfinite(high) else math.nan,
                 "n": int(n_docs) if n_docs is not None else len(samples.get(task, [])),
                 "higher_is_better": bool(hib) if hib is not None else None,
             })

@@ -1,5 +1,6 @@
 """The built-in evaluators: reward, win rates (plain and length-controlled, against the starting
-model's samples and against the dataset's chosen responses), KL, length, entropy, diversity.
+model's samples and against the dataset's chosen responses), the LLM judge's win rate and cost,
+KL, length, entropy, diversity.
 
 Every evaluator reads only `ScoredSamples`, which `harness.evaluate.policy.scored_from_samples`
 builds from the stored per-sample table: the same code computes the metrics after generation
@@ -90,6 +91,64 @@ def win_rate(s: ScoredSamples) -> dict[str, Estimate]:
         diff = text_lengths(s.completions) - chosen_len[:, None]
         out["length_controlled_minimal_vs_chosen"] = length_controlled_win_rate(
             outcomes, diff, resamples=s.bootstrap, seed=s.seed, valid=np.isfinite(outcomes))
+    return out
+
+
+def nan_per_prompt(values: np.ndarray) -> np.ndarray:
+    """(prompts, samples) -> the mean over each prompt's finite values, for the prompts that have one."""
+    values = np.asarray(values, np.float64)
+    have = np.isfinite(values)
+    counts = have.sum(axis=1)
+    sums = np.where(have, values, 0.0).sum(axis=1)
+    return sums[counts > 0] / counts[counts > 0]
+
+
+def preferred_side(outcomes: np.ndarray) -> np.ndarray:
+    """+1 where the policy's sample is preferred, -1 where its baseline is, 0 on a tie (NaN: unknown)."""
+    return np.sign(np.asarray(outcomes, np.float64) - 0.5)
+
+
+def reward_outcomes_against(s: ScoredSamples, baseline: str | None) -> np.ndarray | None:
+    """The reward model's outcomes against the judge's baseline, where it scored that baseline:
+    the start model's samples or the dataset's chosen responses (not a reference file's outputs)."""
+    if baseline == "start":
+        return pairwise_outcomes(s.rewards, s.baseline_rewards)
+    if baseline == "chosen" and s.chosen_rewards is not None:
+        return pairwise_outcomes(s.rewards, np.broadcast_to(np.asarray(s.chosen_rewards, np.float64)[:, None],
+                                                            s.rewards.shape))
+    return None
+
+
+def total(values: np.ndarray) -> Estimate:
+    """A cost summed over the samples: no interval (stderr and CI NaN); n counts the samples."""
+    values = np.asarray(values, np.float64)
+    return Estimate(float(values.sum()), float("nan"), float("nan"), float("nan"), int(values.size))
+
+
+@register_evaluator(
+    "llm_judge",
+    MetricInfo("judge_win_rate", True, "fraction",
+               "P(the LLM judge (evaluate.judge) prefers the policy's sample to its baseline), each pair judged "
+               "in both orders and averaged, ties ½"),
+    MetricInfo("judge_reward_agreement", None, "fraction",
+               "how often the LLM judge and the reward model prefer the same side of a pair (a tie is a side); "
+               "only where the reward model scored the judge's baseline (start or chosen)"),
+    MetricInfo("judge_tokens", None, "tokens", "tokens the LLM judge read and wrote for this run's verdicts (total)"),
+    MetricInfo("judge_seconds", None, "seconds",
+               "seconds of the LLM judge's requests for this run's verdicts (total over requests, when first judged)"),
+)
+def llm_judge(s: ScoredSamples) -> dict[str, Estimate]:
+    if s.judge_outcomes is None or not np.isfinite(s.judge_outcomes).any():
+        return {}
+    out = {"judge_win_rate": bootstrap_mean(nan_per_prompt(s.judge_outcomes), resamples=s.bootstrap, seed=s.seed)}
+    reward = reward_outcomes_against(s, s.judge_baseline)
+    if reward is not None:
+        both = np.isfinite(reward) & np.isfinite(s.judge_outcomes)
+        agree = np.where(both, preferred_side(reward) == preferred_side(s.judge_outcomes), np.nan)
+        if both.any():
+            out["judge_reward_agreement"] = bootstrap_mean(nan_per_prompt(agree), resamples=s.bootstrap, seed=s.seed)
+    out["judge_tokens"] = total(s.judge_tokens)
+    out["judge_seconds"] = total(s.judge_seconds)
     return out
 
 

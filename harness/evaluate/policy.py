@@ -15,7 +15,7 @@ The table keeps a conversation in its `messages` column, beside the text the pol
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 
 from harness.data.tokenize import Prompt, encode_ids, is_conversation, pad_right, prompt_ids, prompt_key, prompt_text
+from harness.evaluate.judge import PairwiseJudge, judge_columns
 from harness.evaluate.metrics import pairwise_outcomes  # importing it registers the evaluators
 from harness.evaluate.registry import EVALUATORS, ScoredSamples
 from harness.evaluate.reward_models import RewardModel, as_reward_model, reward_model_name
@@ -141,6 +142,8 @@ def evaluate_policy(policy, reference, tokenizer, prompts: list[str], baseline: 
                                progress=f"{progress}: scoring" if progress else None)
     frame = sample_frame(prompts, samples, rewards, scores, baseline, reward_model_name(judge),
                          shown=[prompt_text(tokenizer, p) for p in prompts])
+    if config.judge.enabled:
+        frame = judge_columns(frame, judged_prompts(frame), PairwiseJudge(config.judge))
     scored = scored_from_samples(frame, bootstrap=config.bootstrap, seed=config.seed)
     rows = metric_rows(scored, step)
     if config.lm_eval_tasks:
@@ -162,9 +165,14 @@ def metric_rows(scored: ScoredSamples, step: int) -> list[dict[str, Any]]:
             rows.append({
                 "evaluator": name, "metric": metric, "split": "eval", "step": step,
                 "value": est.value, "stderr": est.stderr, "ci_low": est.ci_low, "ci_high": est.ci_high,
-                "n": est.n, "higher_is_better": info[metric].higher_is_better,
+                "level": est.stated_level, "n": est.n, "higher_is_better": info[metric].higher_is_better,
             })
     return rows
+
+
+# The judge columns of a sample no LLM judge has read (harness.evaluate.judge.judge_columns fills them).
+NO_JUDGE = {"judge": None, "judge_baseline": None, "judge_verdicts": None, "judge_outcome": float("nan"),
+            "judge_tokens": 0, "judge_seconds": 0.0}
 
 
 def sample_frame(prompts: list[Prompt], samples: list[Completion], rewards: np.ndarray, scores: dict[str, Any],
@@ -198,6 +206,7 @@ def sample_frame(prompts: list[Prompt], samples: list[Completion], rewards: np.n
             "chosen_reward": float(chosen_rewards[p]),
             "chosen_outcome": float(pairwise_outcomes(reward, chosen_rewards[p])),
             "reward_model": reward_model,
+            **NO_JUDGE,
         })
     return pd.DataFrame(rows)
 
@@ -222,6 +231,7 @@ def scored_from_samples(frame: pd.DataFrame, *, bootstrap: int, seed: int) -> Sc
                       else None)
     chosen = first["chosen_completion"].to_numpy(object) if "chosen_completion" in frame.columns else None
     judges = frame["reward_model"].dropna().unique() if "reward_model" in frame.columns else []
+    judged_against = frame["judge_baseline"].dropna().unique() if "judge_baseline" in frame.columns else []
     return ScoredSamples(
         rewards=grid("reward"), baseline_rewards=grid("baseline_reward"),
         policy_logps=grid("policy_logp"), reference_logps=grid("reference_logp"),
@@ -230,7 +240,19 @@ def scored_from_samples(frame: pd.DataFrame, *, bootstrap: int, seed: int) -> Sc
         completions=grid("completion", object), baseline_completions=grid("baseline_completion", object),
         chosen_completions=chosen, chosen_rewards=chosen_rewards, entropy=grid("entropy"),
         reward_model=str(judges[0]) if len(judges) else "gold",
+        judge_outcomes=grid("judge_outcome") if len(judged_against) else None,
+        judge_baseline=str(judged_against[0]) if len(judged_against) else None,
+        judge_tokens=grid("judge_tokens") if len(judged_against) else None,
+        judge_seconds=grid("judge_seconds") if len(judged_against) else None,
     )
+
+
+def baseline_settings(config: EvalConfig) -> dict[str, Any]:
+    """The evaluate settings the start model's baseline depends on (its cache key): all but the
+    judge, which reads the baseline and does not shape it."""
+    settings = asdict(config)
+    del settings["judge"]
+    return settings
 
 
 def make_baseline(start_model, tokenizer, prompts: list[str], reward, config: EvalConfig,
@@ -299,6 +321,6 @@ def _as_messages(value) -> list[dict]:
 
 __all__ = [
     "judged_prompts",
-    "Baseline", "Evaluation", "chosen_from_file", "chosen_responses", "evaluate_policy", "make_baseline", "metric_rows",
+    "Baseline", "baseline_settings", "Evaluation", "chosen_from_file", "chosen_responses", "evaluate_policy", "make_baseline", "metric_rows",
     "rescored", "sample_frame", "sampling_config", "score_completions", "scored_from_samples",
 ]

@@ -44,6 +44,12 @@ class ScoredSamples:
     chosen_rewards: np.ndarray | None = None  # (prompts,), NaN where there is no chosen response
     entropy: np.ndarray | None = None  # mean per-token entropy of the policy along each sample
     reward_model: str = "gold"
+    # the LLM judge's (evaluate.judge), None without one: the policy's share of the win per sample
+    # (NaN: no verdict), what it was judged against (start | chosen | a file), the verdicts' cost
+    judge_outcomes: np.ndarray | None = None
+    judge_baseline: str | None = None
+    judge_tokens: np.ndarray | None = None
+    judge_seconds: np.ndarray | None = None
 
 
 @dataclass(frozen=True)

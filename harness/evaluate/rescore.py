@@ -29,7 +29,7 @@ from harness.evaluate.policy import metric_rows, rescored, scored_from_samples
 from harness.evaluate.registry import EVALUATORS
 from harness.evaluate.reward_models import RewardModel, load_reward_model, reward_model_name
 from harness.results import ResultStore
-from harness.results.store import StagedRun
+from harness.results.store import StagedRun, with_levels
 from harness.results.schema import ACCOUNTING_COLUMNS, IDENTITY_COLUMNS, samples_schema
 from harness.plan import VALIDATION
 from harness.suite import EvalConfig
@@ -38,6 +38,8 @@ from harness.suite import EvalConfig
 _LATER_SAMPLE_COLUMNS: dict[str, Any] = {
     "token_logps": None, "entropy": math.nan, "chosen_completion": None, "chosen_reward": math.nan,
     "chosen_outcome": math.nan, "reward_model": "gold", "messages": None, "truncated": None,
+    "judge": None, "judge_baseline": None, "judge_verdicts": None, "judge_outcome": math.nan, "judge_tokens": 0,
+    "judge_seconds": 0.0,
 }
 
 
@@ -131,7 +133,7 @@ def rescore_run(store: ResultStore, run_id: str, judge: RewardModel | None) -> i
 def stage_rescore(store: ResultStore, run_id: str, judge: RewardModel | None) -> tuple[StagedRun, int]:
     """One run's rescored files, written aside (harness.results.store.StagedRun), and the number
     of metric rows; nothing stored changes until the caller commits."""
-    metrics = _read(store.metrics_path(run_id))
+    metrics = with_levels(_read(store.metrics_path(run_id)))
     manifest = store.read_manifest(run_id) or {}
     samples = _complete_samples(_read(store.samples_path(run_id)), run_id, manifest)
     config = _eval_config(manifest)

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from harness.intervals import CONFIDENCE
+
 
 @dataclass(frozen=True)
 class Estimate:
@@ -19,6 +21,12 @@ class Estimate:
     ci_low: float
     ci_high: float
     n: int
+    level: float = CONFIDENCE  # the confidence level of [ci_low, ci_high]
+
+    @property
+    def stated_level(self) -> float:
+        """The level as stored with the metric: NaN where there is no interval."""
+        return self.level if np.isfinite(self.ci_low) and np.isfinite(self.ci_high) else float("nan")
 
 
 def per_prompt(values: np.ndarray) -> np.ndarray:
@@ -34,7 +42,7 @@ def bootstrap_mean(per_prompt_values: np.ndarray, *, resamples: int, seed: int) 
     if len(x) < 2 or np.all(x == x[0]):
         return Estimate(mean, 0.0, mean, mean, len(x))
     result = stats.bootstrap(
-        (x,), np.mean, n_resamples=resamples, confidence_level=0.95, method="percentile",
+        (x,), np.mean, n_resamples=resamples, confidence_level=CONFIDENCE, method="percentile",
         random_state=np.random.default_rng(seed), vectorized=True,
     )
     ci = result.confidence_interval

@@ -84,12 +84,13 @@ def check_options(options: SubmitOptions) -> None:
 def resolve(suite_text: str, overrides: list[str], results: str, *, allow_large_budget: bool = False) -> Submission:
     """Load, check (harness.preflight) and plan the suite as the workers will, with absolute paths
     (a worker's working folder is not the driver's)."""
-    from harness.preflight import check_suite
+    from harness.preflight import check_services, check_suite
 
     suite_path = Path(suite_text).resolve()
     suite = load_suite(suite_path, overrides)
     results_root = Path(results).resolve()
     specs = check_suite(suite, results_root, allow_large_budget=allow_large_budget)
+    check_services(suite)
     store = ResultStore(results_root, suite.name)
     todo = [s for s in specs if not store.has_result(s.run_id)]
     return Submission(suite, suite_path, tuple(overrides), results_root, cache_root().resolve(), specs, todo)

@@ -12,7 +12,7 @@ import pandas as pd
 
 from harness.errors import HarnessError
 from harness.names import is_name
-from harness.rank import RANK_RULE, kl_key, reward_key
+from harness.rank import RANK_RULE, kl_key, levels_text, reward_key
 from harness.report.html import esc, page, write_page
 from harness.report.suite import board_table, headline_text, read_stored_suite, suite_summary, write_suite_report
 from harness.report.published import published_suites, suite_results_root
@@ -43,9 +43,11 @@ def write_leaderboard(results_root: Path, reports_root: Path, *, suite_reports: 
         f'rendered {esc(time.strftime("%Y-%m-%d %H:%M"))}. Each table ranks the entries of one suite '
         "(methods under the same compute budget); click a suite for its full report.</p>",
     ]
+    boards = []
     for suite in suites:
         stored = read_stored_suite(suite_results_root(results_root, suite), suite)
         metrics, board = stored.metrics, stored.board()
+        boards.append(board)
         if suite_reports:
             write_suite_report(results_root, suite, Path(reports_root) / f"{suite}.html")
         link = quote(f"{suite}.html")
@@ -57,7 +59,8 @@ def write_leaderboard(results_root: Path, reports_root: Path, *, suite_reports: 
         ]
     rule = RANK_RULE.format(reward="the suite's reward", test="seed-aware paired tests, Holm-corrected; without "
                             "per-sample tables, non-overlapping CIs")
-    sections.append(f'<p class="muted">Rank: {esc(rule)}. Intervals are 95%. {esc(RANGE_NOTE)}</p>')
+    levels = "; ".join(dict.fromkeys(levels_text(board) for board in boards))
+    sections.append(f'<p class="muted">Rank: {esc(rule)}. Intervals are {esc(levels)}. {esc(RANGE_NOTE)}</p>')
     html = page("harness leaderboard", "\n".join(sections), plotly=False)
     return write_page(Path(reports_root) / "index.html", html)
 

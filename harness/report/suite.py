@@ -32,6 +32,7 @@ from harness.rank import (
     format_value,
     kl_key,
     leaderboard,
+    levels_text,
     paired_tests,
     ranking_kl_budget,
     reward_key,
@@ -247,7 +248,7 @@ def interval_text(board: pd.DataFrame) -> str:
         parts.append("without samples, a t-interval over the per-seed means (these prompts)")
     if "run CI" in kinds:
         parts.append("otherwise, with one seed, the evaluator's bootstrap CI over prompts")
-    return ("Intervals are 95%: " + "; ".join(parts) + ". " + RANGE_NOTE) if parts else ""
+    return (f"Intervals are {levels_text(board)}: " + "; ".join(parts) + ". " + RANGE_NOTE) if parts else ""
 
 
 def method_text(reward: str, kl: str = "KL (exact, per token)") -> str:

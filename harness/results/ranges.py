@@ -18,7 +18,9 @@ Which keys ("evaluator/metric", as harness.rank names them) are bounded, `metric
   interval wholly below 0 becomes [0, 0] (the data and the range meet only at the edge).
 - `win_rate/*`, [0, 1]: a mean of outcomes 1, ½, 0, and the length-controlled rates are
   probabilities σ(·); `implicit_reward/*` (a preference accuracy) and `diversity/*` (distinct-n,
-  self-BLEU: fractions) likewise; `length/*` and `entropy/*`, [0, ∞).
+  self-BLEU: fractions) likewise, and the LLM judge's win rate and agreement with the reward
+  model (`llm_judge/judge_win_rate`, `llm_judge/judge_reward_agreement`: means of shares in
+  [0, 1]); `length/*`, `entropy/*` and the judge's costs (`llm_judge/*` otherwise), [0, ∞).
   tests/test_intervals.py checks these against the evaluators' declared units.
 - `lm_eval/<task>/<metric>[:<filter>]`, [0, 1] when the metric's name is a proportion
   (LM_EVAL_PROPORTIONS: lm-eval's registered accuracies and exact match, TruthfulQA's mc1/mc2,
@@ -54,6 +56,13 @@ EVALUATOR_RANGES: dict[str, tuple[float, float]] = {
     "diversity": UNIT,
     "length": NON_NEGATIVE,
     "entropy": NON_NEGATIVE,
+    "llm_judge": NON_NEGATIVE,  # its costs (tokens, seconds); its rates are METRIC_RANGES'
+}
+
+# metrics whose range is not their evaluator's: the LLM judge's win rate and agreement, fractions
+METRIC_RANGES: dict[str, tuple[float, float]] = {
+    "llm_judge/judge_win_rate": UNIT,
+    "llm_judge/judge_reward_agreement": UNIT,
 }
 
 # lm-eval metric names that are proportions in [0, 1]: lm-eval's registered accuracies and exact
@@ -72,6 +81,8 @@ def metric_range(key: str, values: Iterable[float] | None = None) -> tuple[float
     where it is not known. `values`: the key's stored values (every run), which an lm-eval
     proportion's must all lie in [0, 1] to be taken as one (see the module docstring)."""
     evaluator, _, metric = str(key).partition("/")
+    if key in METRIC_RANGES:
+        return METRIC_RANGES[key]
     if evaluator in EVALUATOR_RANGES:
         return EVALUATOR_RANGES[evaluator]
     if evaluator == "lm_eval":

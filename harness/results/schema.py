@@ -5,7 +5,9 @@ Version history:
      (`harness.schema_version`, `harness.table` = "metrics" or "samples"), and every row in the
      `schema_version` column; readers refuse files written by a newer version. Columns added
      since (null or NaN where a file predates them; harness.evaluate.rescore fills them): the
-     samples' token_logps, entropy, chosen_*, reward_model, messages and truncated.
+     samples' token_logps, entropy, chosen_*, reward_model, messages, truncated and judge*; the
+     metrics' level (harness.results.store.with_levels gives an older file's intervals 0.95,
+     the level every harness version computed them at).
 
 Every row carries the run's identity and its compute accounting, so that any single parquet file
 (or a concatenation of many) can be read with pandas or DuckDB without harness installed.
@@ -59,6 +61,7 @@ METRIC_COLUMNS: dict[str, pa.DataType] = {
     "stderr": pa.float64(),
     "ci_low": pa.float64(),
     "ci_high": pa.float64(),
+    "level": pa.float64(),  # the interval's confidence level (0.95); NaN where there is no interval
     "n": pa.int64(),
     "higher_is_better": pa.bool_(),
 }
@@ -86,6 +89,13 @@ SAMPLE_COLUMNS: dict[str, pa.DataType] = {
     "chosen_reward": pa.float64(),  # NaN where there is no chosen response
     "chosen_outcome": pa.float64(),  # 1 / 0.5 / 0 against the chosen response, NaN without one
     "reward_model": pa.string(),  # the judge of reward, baseline_reward and chosen_reward
+    # the LLM judge's (evaluate.judge; null / NaN without one): harness.evaluate.judge
+    "judge": pa.string(),
+    "judge_baseline": pa.string(),
+    "judge_verdicts": pa.string(),
+    "judge_outcome": pa.float64(),
+    "judge_tokens": pa.int64(),
+    "judge_seconds": pa.float64(),
 }
 
 
@@ -122,8 +132,9 @@ COLUMN_DOCS: dict[str, str] = {
     "step": "optimizer step of the measurement (the final one for eval rows)",
     "value": "the measurement (a mean over prompts for eval rows)",
     "stderr": "its standard error over prompts (NaN when not defined)",
-    "ci_low": "lower end of its 95% CI over prompts (bootstrap; NaN when not computed)",
-    "ci_high": "upper end of its 95% CI over prompts",
+    "ci_low": "lower end of its CI over prompts (bootstrap; NaN when not computed)",
+    "ci_high": "upper end of its CI over prompts",
+    "level": "the CI's confidence level (0.95 for every interval the harness computes; NaN: no interval)",
     "n": "number of prompts (eval) or examples (train) behind the value",
     "higher_is_better": "direction of the metric; null for costs that are shown, not ranked (KL, length)",
     "prompt_id": "index of the held-out prompt (the same prompts for every run of a suite)",
@@ -146,6 +157,12 @@ COLUMN_DOCS: dict[str, str] = {
     "chosen_reward": "reward of the chosen response (NaN where there is none)",
     "chosen_outcome": "1 win, 0.5 tie, 0 loss of the completion against the chosen response (NaN: none)",
     "reward_model": 'the judge of the reward columns ("gold" or a reward model\'s name or path)',
+    "judge": 'the LLM judge, "MODEL (TEMPLATE)" (evaluate.judge; null without one)',
+    "judge_baseline": "what the LLM judge compared the completion with: start, chosen or a reference-outputs file",
+    "judge_verdicts": 'the judge\'s two verdicts, policy first then baseline first ("m / M", "A>B / B>A"; "?": none read)',
+    "judge_outcome": "the completion's share of the win under the LLM judge, both orders averaged (NaN: no verdict)",
+    "judge_tokens": "tokens the LLM judge read and wrote for the two verdicts (as the server counted them)",
+    "judge_seconds": "seconds of the two judge requests, retries included (when they were first judged)",
 }
 
 

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -59,6 +60,22 @@ def _atomic_write_bytes(path: Path, write: Callable[[Path], Any]) -> None:
 def write_frame(path: Path, frame: pd.DataFrame) -> None:
     """Write a small table (not a run's results) as parquet, atomically."""
     _atomic_write_bytes(Path(path), lambda tmp: frame.to_parquet(tmp, index=False))
+
+
+# The level every interval of a metrics file written before the `level` column was computed at.
+LEVEL_BEFORE_THE_COLUMN = 0.95
+
+
+def with_levels(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Metric rows with the `level` column: a file that predates it gets the level its intervals
+    were computed at (LEVEL_BEFORE_THE_COLUMN) where a row has an interval, NaN where not."""
+    if "level" in metrics.columns:
+        return metrics
+    has_interval = metrics["ci_low"].notna() & metrics["ci_high"].notna()
+    out = metrics.copy()
+    out.insert(list(out.columns).index("ci_high") + 1, "level",
+               np.where(has_interval, LEVEL_BEFORE_THE_COLUMN, np.nan))
+    return out
 
 
 def _table(frame: pd.DataFrame, schema: pa.Schema, what: str) -> pa.Table:
@@ -221,8 +238,9 @@ class ResultStore:
     ) -> StagedRun:
         """Write one run's files aside (temporary names next to the stored ones) without touching
         what is stored; `commit()` renames them in (renames need no space), `discard()` deletes
-        them. Lets a change of many runs (rescoring) be all or nothing."""
-        metrics_table = _table(metrics, results_schema(), "metrics")
+        them. Lets a change of many runs (rescoring) be all or nothing. Rows that state no level
+        (a writer from before the column) get with_levels' 0.95."""
+        metrics_table = _table(with_levels(metrics), results_schema(), "metrics")
         samples_table = _table(samples, samples_schema(), "samples") if samples is not None else None
         text = json.dumps(manifest, indent=2, sort_keys=True, default=str)
         staged = StagedRun()
@@ -315,12 +333,12 @@ class ResultStore:
         paths = [self.metrics_path(r) for r in self.run_ids()]
         if not paths:
             return results_schema().empty_table().to_pandas()
-        return pd.concat([_read(p) for p in paths], ignore_index=True)
+        return pd.concat([with_levels(_read(p)) for p in paths], ignore_index=True)
 
     def read_run(self, run_id: str) -> tuple[pd.DataFrame, pd.DataFrame | None]:
         """One finished run's metric rows and its per-sample rows (None when it has none)."""
         samples = self.samples_path(run_id)
-        return _read(self.metrics_path(run_id)), (_read(samples) if samples.exists() else None)
+        return with_levels(_read(self.metrics_path(run_id))), (_read(samples) if samples.exists() else None)
 
     def read_samples(self, columns: list[str] | None = None) -> pd.DataFrame:
         """The per-sample rows of the finished runs (all columns, or `columns`); empty if none."""
