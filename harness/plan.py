@@ -11,15 +11,17 @@ regimes' declarations are loaded when a suite is planned.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.cache import content_hash
 from harness.errors import HarnessError
-from harness.suite import (SANDBOX, SANDBOX_VERSION, Budget, DataConfig, EvalConfig, MethodEntry, Suite, TrainConfig,
+from harness.suite import (JUDGE_BASELINES, SANDBOX, SANDBOX_VERSION, Budget, DataConfig, EvalConfig, MethodEntry, Suite, TrainConfig,
                            identity_fields)
 
 if TYPE_CHECKING:  # a type name only: importing the losses imports torch
@@ -112,6 +114,10 @@ def _evaluate_identity(evaluate) -> dict[str, Any]:
     fields.pop("judge", None)
     if evaluate.judge.enabled:
         fields["judge"] = identity_fields(evaluate.judge)
+        reference = Path(evaluate.judge.baseline).expanduser()
+        if evaluate.judge.baseline not in JUDGE_BASELINES and reference.is_file():
+            # the reference outputs' content, not only their path: an edited file is a new run
+            fields["judge"]["baseline_sha256"] = hashlib.sha256(reference.read_bytes()).hexdigest()[:16]
     return fields
 
 

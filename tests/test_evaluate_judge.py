@@ -223,3 +223,25 @@ def test_an_unknown_template_or_a_missing_file_is_refused(tmp_path):
     bad.write_text('{"prompt": "p"}\n')
     with pytest.raises(HarnessError, match="needs an `instruction`"):
         check_judge_settings(JudgeConfig(model="j", base_url="http://x/v1", baseline=str(bad)), where)
+
+
+def test_editing_the_reference_outputs_makes_new_runs(tmp_path):
+    """The reference file's content is part of a judged run's identity, not only its path."""
+    import yaml
+
+    from harness.plan import plan_suite
+    from harness.suite import load_suite
+    from tests.conftest import tiny_suite_text
+
+    references = tmp_path / "refs.jsonl"
+    text = yaml.safe_load(tiny_suite_text("judged", methods="[dpo]"))
+    text["evaluate"]["judge"] = {"model": "j", "base_url": "http://localhost:1/v1", "baseline": str(references)}
+    (tmp_path / "judged.yaml").write_text(yaml.safe_dump(text))
+
+    def run_ids(outputs: str) -> set[str]:
+        references.write_text(outputs)
+        return {s.run_id for s in plan_suite(load_suite(tmp_path / "judged.yaml"))}
+
+    first = run_ids('{"instruction": "a", "output": "b"}\n')
+    assert run_ids('{"instruction": "a", "output": "b"}\n') == first
+    assert run_ids('{"instruction": "a", "output": "c"}\n').isdisjoint(first)
