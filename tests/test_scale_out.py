@@ -193,7 +193,7 @@ def test_partition_and_gpus_checked_against_sinfo(monkeypatch):
     request on a partition without GPUs (or with fewer per node) is refused, in one line."""
     from harness.executors import slurm_cluster
 
-    monkeypatch.setattr(slurm_cluster, "_query", lambda command: "debug*|(null)\ngpu|gpu:a100:4\ngpu|gpu:2\n")
+    monkeypatch.setattr(slurm_cluster, "_query", lambda command: "debug*|(null)|2\ngpu|gpu:a100:4|64\ngpu|gpu:2|16\n")
     slurm_cluster.check_partition(None, 0)
     slurm_cluster.check_partition("gpu", 4)
     with pytest.raises(HarnessError, match=r"--partition nope: no such SLURM partition \(sinfo lists: debug, gpu\)"):
@@ -202,6 +202,9 @@ def test_partition_and_gpus_checked_against_sinfo(monkeypatch):
         slurm_cluster.check_partition(None, 1)
     with pytest.raises(HarnessError, match="partition gpu has at most 4 GPUs per node"):
         slurm_cluster.check_partition("gpu", 8)
+    slurm_cluster.check_partition("gpu", 4, 64)
+    with pytest.raises(HarnessError, match="a task asks for 4 CPUs but the nodes of partition debug have at most 2"):
+        slurm_cluster.check_partition(None, 0, 4)
 
 
 def test_job_states_from_squeue(monkeypatch):

@@ -17,8 +17,15 @@ from pathlib import Path
 import pytest
 
 from harness.results import ResultStore
-from tests.executor_checks import (DEADLINE_S, check_same_as_in_process, in_thread, kill_while_training,
-                                   reference_values, store_args, suite_file)
+from tests.executor_checks import (
+    DEADLINE_S,
+    check_same_as_in_process,
+    in_thread,
+    kill_while_training,
+    reference_values,
+    store_args,
+    suite_file,
+)
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 PARTITION = "debug"  # .ci/slurm-up's
@@ -168,3 +175,25 @@ def test_a_failed_prepare_job_cancels_the_array(slurm, tmp_path, monkeypatch):
     assert not submission.store.run_ids()
     submission.probe = real_probe
     close_probe(submission)
+
+
+def test_a_run_over_two_processes_gets_a_task_of_two_cpus(slurm, tmp_path, harness_cache, capsys):
+    """train.distributed {strategy: fsdp, gpus: 2} without GPUs: each array task asks SLURM for both
+    processes' CPUs on its one node (no GPUs) and launches the run's two gloo processes there."""
+    import yaml
+
+    from harness.cli import main
+
+    raw = yaml.safe_load(suite_file(tmp_path, methods="[dpo]").read_text())
+    raw["name"], raw["budget"] = "sharded", {"kind": "steps", "value": 3}
+    raw["train"]["distributed"] = {"strategy": "fsdp", "gpus": 2}
+    suite = tmp_path / "sharded.yaml"
+    suite.write_text(yaml.safe_dump(raw))
+    assert main(_submit(tmp_path, suite)) == 0, capsys.readouterr().err
+    logs = tmp_path / "results" / ".submitit" / "sharded"
+    array = next(p for p in logs.glob("*_submission.sh") if "#SBATCH --array" in p.read_text()).read_text()
+    assert "#SBATCH --cpus-per-task=2" in array and "#SBATCH --gpus-per-node=0" in array and "gres" not in array
+    store = ResultStore(tmp_path / "results", "sharded")
+    trained = [store.read_manifest(r) for r in store.run_ids() if store.read_manifest(r).get("training")]
+    assert [m["training"]["distributed"] for m in trained] == [{"strategy": "fsdp", "processes": 2}]
+    assert all(store.read_manifest(r)["status"] == "ok" for r in store.run_ids())

@@ -82,21 +82,34 @@ def check(options: SubmitOptions) -> None:
         raise HarnessError(f"--array-parallelism {options.array_parallelism}: give at least 1 task at once "
                            "(leave it out for no limit)")
     if options.cluster == "slurm":
-        slurm_cluster.check_partition(options.partition, int(options.gpus_per_run))
+        slurm_cluster.check_partition(options.partition, int(options.gpus_per_run), options.cpus_per_run)
+
+
+def run_processes(submission: Submission) -> int:
+    """How many processes one run of the submission trains in (train.distributed; 1 without)."""
+    return max([1] + [s.gpus_per_run() for s in submission.todo if s.trains])
 
 
 def task_gpus(submission: Submission, options: SubmitOptions) -> int:
-    """The GPUs each array task asks for: --gpus-per-run, or a run's own count when it trains on
-    several (train.distributed; the task then launches that many processes on its node)."""
-    trained = [s for s in submission.todo if s.trains]
-    return max([int(options.gpus_per_run)] + [s.gpus_per_run() for s in trained if s.gpus_per_run() > 1])
+    """The GPUs each array task asks for: --gpus-per-run, or, for a run that trains over several
+    processes, one GPU per process. Without --gpus-per-run the processes are CPU (gloo) ones, as
+    `harness run` trains them on a machine without GPUs."""
+    if options.gpus_per_run <= 0:
+        return 0
+    return max(int(options.gpus_per_run), run_processes(submission))
+
+
+def task_cpus(submission: Submission, options: SubmitOptions) -> int:
+    """The CPUs each array task asks for: --cpus-per-run for each of the run's processes (the task
+    launches them on its one node)."""
+    return options.cpus_per_run * run_processes(submission)
 
 
 def make_executor(submission: Submission, options: SubmitOptions) -> submitit.Executor:
     executor = submitit.AutoExecutor(folder=log_folder(submission, "submitit"), cluster=options.cluster)
     parameters: dict[str, Any] = {
         "name": f"harness-{submission.suite.name}", "timeout_min": options.timeout_min,
-        "cpus_per_task": options.cpus_per_run, "gpus_per_node": task_gpus(submission, options),
+        "cpus_per_task": task_cpus(submission, options), "gpus_per_node": task_gpus(submission, options),
         "tasks_per_node": 1, "nodes": 1,
     }
     if options.partition:
@@ -111,8 +124,8 @@ def submit(submission: Submission, options: SubmitOptions, *, log=print) -> Subm
     """Submit the prepare job (unless prepared) and the array job; wait for them when asked."""
     check(options)
     on_slurm = options.cluster == "slurm"
-    if on_slurm and task_gpus(submission, options) > options.gpus_per_run:  # runs that train over several GPUs
-        slurm_cluster.check_partition(options.partition, task_gpus(submission, options))
+    if on_slurm and run_processes(submission) > 1:  # each task asks for every process's GPU and CPUs
+        slurm_cluster.check_partition(options.partition, task_gpus(submission, options), task_cpus(submission, options))
     outcome = SubmitOutcome()
     executor = make_executor(submission, options)
     prepare_job = None
@@ -160,7 +173,7 @@ def _wait_local(jobs: list[submitit.Job], submission: Submission, log) -> None:
     while not all(job.done() for job in jobs):
         last = _progress(submission, log, last)
         time.sleep(POLL_SECONDS)
-    log(progress_line(submission))
+    _progress(submission, log, last)
 
 
 def _progress(submission: Submission, log, last: str) -> str:
@@ -217,7 +230,7 @@ def _follow(prepare_job, jobs: list[submitit.Job], tasks: list[Task], submission
                 return _prepare_failed(outcome, watched, job_id, log)
         if watched:
             time.sleep(POLL_SECONDS)
-    log(progress_line(submission))
+    _progress(submission, log, last)
     return outcome
 
 

@@ -29,6 +29,7 @@ class Partition:
     name: str
     default: bool
     gpus: int  # the most GPUs one node of the partition has (sinfo's Gres), 0 without GPUs
+    cpus: int  # the most CPUs one node of the partition has
 
 
 def _query(command: list[str]) -> str:
@@ -51,20 +52,21 @@ def node_gpus(gres: str) -> int:
 def partitions() -> dict[str, Partition]:
     """The cluster's partitions, from `sinfo` (one line per partition and node configuration)."""
     found: dict[str, Partition] = {}
-    for line in _query(["sinfo", "-h", "-o", "%P|%G"]).splitlines():
-        if "|" not in line:
+    for line in _query(["sinfo", "-h", "-o", "%P|%G|%c"]).splitlines():
+        parts = line.strip().split("|")
+        if len(parts) != 3:
             continue
-        label, gres = line.strip().split("|", 1)
+        label, gres, cpus = parts
         name = label.rstrip("*")
-        known = found.get(name)
-        gpus = max(node_gpus(gres), known.gpus if known else 0)
-        found[name] = Partition(name, label.endswith("*") or bool(known and known.default), gpus)
+        known = found.get(name) or Partition(name, False, 0, 0)
+        found[name] = Partition(name, label.endswith("*") or known.default, max(node_gpus(gres), known.gpus),
+                                max(int(cpus.rstrip("+")) if cpus.rstrip("+").isdigit() else 0, known.cpus))
     return found
 
 
-def check_partition(name: str | None, gpus: int) -> None:
+def check_partition(name: str | None, gpus: int, cpus: int = 1) -> None:
     """HarnessError unless the partition (or the cluster's default one) exists and has nodes with
-    `gpus` GPUs."""
+    `gpus` GPUs and `cpus` CPUs (what one task asks for, on one node)."""
     known = partitions()
     if name is not None and name not in known:
         raise HarnessError(f"--partition {name}: no such SLURM partition (sinfo lists: "
@@ -77,6 +79,10 @@ def check_partition(name: str | None, gpus: int) -> None:
         has = f"at most {chosen.gpus} GPUs per node" if chosen.gpus else "no GPUs (sinfo shows no gpu Gres)"
         raise HarnessError(f"--gpus-per-run {gpus}: partition {chosen.name} has {has}; give another --partition "
                            "or fewer GPUs per run")
+    if cpus > chosen.cpus:
+        raise HarnessError(f"--cpus-per-run: a task asks for {cpus} CPUs but the nodes of partition {chosen.name} "
+                           f"have at most {chosen.cpus}; give fewer CPUs per run (a run of several processes asks "
+                           "for them for each)")
 
 
 @dataclass(frozen=True)
