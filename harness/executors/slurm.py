@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import shutil
 import time
-from pathlib import Path
 from typing import Any
 
 import submitit
@@ -225,7 +224,7 @@ def _follow(prepare_job, jobs: list[submitit.Job], tasks: list[Task], submission
             else:
                 outcome.absorb(None, label, f"job {job_id} ended {state.state}"
                                             f"{f' ({state.reason})' if state.reason not in ('', 'None') else ''} "
-                                            f"without an answer; its log: {_log_of(job)}")
+                                            f"without an answer; its log: {job.paths.stderr}")
             if label == "prepare" and (outcome.errors or outcome.crashed):
                 return _prepare_failed(outcome, watched, job_id, log)
         if watched:
@@ -243,10 +242,6 @@ def _prepare_failed(outcome: SubmitOutcome, watched: dict, prepare_id: str, log)
         for job_id, (_, label) in watched.items():
             outcome.absorb(None, label, f"job {job_id} cancelled: the prepare job {prepare_id} failed")
     return outcome
-
-
-def _log_of(job: submitit.Job) -> Path:
-    return job.paths.stderr
 
 
 def _result(job: submitit.Job, label: str) -> tuple[dict[str, Any] | None, str, str | None]:
