@@ -10,109 +10,39 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import threading
 import time
-from pathlib import Path
 
-import pandas as pd
 import pytest
-import yaml
 
 from harness.results import ResultStore
-from harness.results.schema import ACCOUNTING_COLUMNS
+from tests.executor_checks import (
+    DEADLINE_S,
+    check_same_as_in_process,
+    in_thread,
+    kill_while_training,
+    reference_values,
+    store_args,
+    suite_file,
+)
 
 pytestmark = pytest.mark.slow
-
-# Wall-clock and hardware columns: the only ones allowed to differ between executors.
-TIMING_COLUMNS = ["train_seconds", "eval_seconds", "peak_memory_mb", "mfu"]
-DEADLINE_S = 900  # generous: the machine may be loaded
-
-
-def _suite_text(methods: str = "[dpo, simpo]") -> str:
-    from tests.conftest import tiny_suite_text
-
-    suite = yaml.safe_load(tiny_suite_text(methods=methods))
-    suite["train"]["checkpoint_every"] = 2  # so that a pre-empted run has a checkpoint to resume from
-    return yaml.safe_dump(suite)
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, harness_cache):
-    """The suite run in this process: the values every executor must reproduce."""
-    from harness.runner import run_suite
-    from harness.suite import load_suite
-
-    root = tmp_path_factory.mktemp("in-process")
-    path = root / "tiny.yaml"
-    path.write_text(_suite_text())
-    outcome = run_suite(load_suite(path), root / "results", log=lambda *_: None)
-    assert not outcome.failed
-    return _values(ResultStore(root / "results", "tiny"))
-
-
-def _values(store: ResultStore) -> pd.DataFrame:
-    frame = store.read_metrics().drop(columns=TIMING_COLUMNS)
-    assert set(ACCOUNTING_COLUMNS) - set(TIMING_COLUMNS) <= set(frame.columns)
-    keys = ["run_id", "evaluator", "metric", "split", "step"]
-    return frame.sort_values(keys).reset_index(drop=True)
-
-
-def _suite(tmp_path: Path, methods: str = "[dpo, simpo]") -> Path:
-    path = tmp_path / "tiny.yaml"
-    path.write_text(_suite_text(methods))
-    return path
-
-
-def _args(tmp_path: Path) -> list[str]:
-    return ["--results", str(tmp_path / "results"), "--reports", str(tmp_path / "reports")]
-
-
-def _check_same_as_in_process(store: ResultStore, reference: pd.DataFrame, run_ids: list[str] | None = None) -> None:
-    """Every run stored once, nothing left over, and the values of the in-process run."""
-    expected = reference if run_ids is None else reference[reference["run_id"].isin(run_ids)].reset_index(drop=True)
-    assert store.run_ids() == sorted(set(expected["run_id"]))
-    assert all(store.read_manifest(r)["status"] == "ok" for r in store.run_ids())
-    assert not [p.name for p in store.folder.iterdir() if p.suffix in (".lock", ".tmp", ".stale")]
-    pd.testing.assert_frame_equal(_values(store), expected)
-
-
-def _kill_while_training(store: ResultStore, busy: threading.Thread) -> tuple[str, int]:
-    """SIGKILL the worker that trains a method (not the start run): found through its run's
-    manifest ("running") and lease (its PID). Returns (run_id, pid)."""
-    deadline = time.monotonic() + DEADLINE_S
-    while time.monotonic() < deadline:
-        assert busy.is_alive(), "the submission ended before a run could be killed"
-        for path in store.folder.glob("*.json") if store.folder.exists() else []:
-            try:
-                manifest = json.loads(path.read_text())
-                lease = json.loads(store.lock_path(path.stem).read_text())
-            except (OSError, ValueError):
-                continue
-            if manifest.get("status") == "running" and manifest["spec"]["method"] != "start":
-                os.kill(int(lease["pid"]), signal.SIGKILL)
-                return path.stem, int(lease["pid"])
-        time.sleep(0.05)
-    raise AssertionError("no method run started in time")
-
-
-def _in_thread(fn, *args) -> tuple[threading.Thread, dict]:
-    box: dict = {}
-    thread = threading.Thread(target=lambda: box.setdefault("value", fn(*args)), daemon=True)
-    thread.start()
-    return thread, box
+    return reference_values(tmp_path_factory.mktemp("in-process"))
 
 
 def test_shards_after_prepare_equal_an_in_process_run(tmp_path, reference, capsys):
     from harness.cli import main
 
-    suite = _suite(tmp_path)
+    suite = suite_file(tmp_path)
     from harness.prepared import marker_path
     from harness.suite import load_suite
 
     marker = marker_path(load_suite(suite))
     marker.unlink(missing_ok=True)
-    assert main(["run", str(suite), "--shard", "1/2", *_args(tmp_path)]) == 2  # not prepared: refused
+    assert main(["run", str(suite), "--shard", "1/2", *store_args(tmp_path)]) == 2  # not prepared: refused
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "harness prepare" in err and "not prepared" in err
     assert not (tmp_path / "results" / "tiny").exists() or not ResultStore(tmp_path / "results", "tiny").run_ids()
@@ -124,11 +54,11 @@ def test_shards_after_prepare_equal_an_in_process_run(tmp_path, reference, capsy
     assert "already prepared" in capsys.readouterr().out
 
     for k in (1, 2):
-        assert main(["run", str(suite), "--shard", f"{k}/2", *_args(tmp_path)]) == 0
+        assert main(["run", str(suite), "--shard", f"{k}/2", *store_args(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "(shard 1/2): 2 runs planned" in out and "(shard 2/2): 1 runs planned" in out
-    _check_same_as_in_process(ResultStore(tmp_path / "results", "tiny"), reference)
-    assert main(["run", str(suite), "--shard", "2/2", *_args(tmp_path)]) == 0  # a re-run runs nothing
+    check_same_as_in_process(ResultStore(tmp_path / "results", "tiny"), reference)
+    assert main(["run", str(suite), "--shard", "2/2", *store_args(tmp_path)]) == 0  # a re-run runs nothing
     assert "1 stored, 0 to run" in capsys.readouterr().out
 
 
@@ -136,12 +66,12 @@ def test_submitit_local_task_killed_then_resubmitted(tmp_path, reference, capsys
     pytest.importorskip("submitit")
     from harness.cli import main
 
-    suite = _suite(tmp_path)
+    suite = suite_file(tmp_path)
     store = ResultStore(tmp_path / "results", "tiny")
     command = ["submit", str(suite), "--executor", "slurm", "--cluster", "local", "--shards", "1",
-               "--timeout", "30", "--no-report", *_args(tmp_path)]
-    thread, box = _in_thread(main, command)
-    victim, _ = _kill_while_training(store, thread)
+               "--timeout", "30", "--no-report", *store_args(tmp_path)]
+    thread, box = in_thread(main, command)
+    victim, _ = kill_while_training(store, thread)
     thread.join(DEADLINE_S)
     assert box["value"] == 1  # the task died: the driver says so and asks for a resubmission
     assert "task died" in capsys.readouterr().err
@@ -150,7 +80,7 @@ def test_submitit_local_task_killed_then_resubmitted(tmp_path, reference, capsys
 
     assert main(command) == 0
     assert f"{stored} stored, {3 - stored} to run on slurm" in capsys.readouterr().out
-    _check_same_as_in_process(store, reference)
+    check_same_as_in_process(store, reference)
 
 
 def test_submitit_preempted_task_is_requeued_and_resumes(tmp_path, reference):
@@ -161,7 +91,7 @@ def test_submitit_preempted_task_is_requeued_and_resumes(tmp_path, reference):
     from harness.suite import load_suite
     from harness.train.checkpoint import RunCheckpoint
 
-    suite = _suite(tmp_path, methods="[dpo]")
+    suite = suite_file(tmp_path, methods="[dpo]")
     prepare_suite(load_suite(suite), log=lambda *_: None)
     submission = resolve(str(suite), [], str(tmp_path / "results"))
     dpo = next(s.run_id for s in submission.todo if s.method == "dpo")
@@ -181,21 +111,21 @@ def test_submitit_preempted_task_is_requeued_and_resumes(tmp_path, reference):
     assert answer["pid"] != first_pid  # stored by the requeued process
     assert "Requeued" in job.stderr() + job.stdout()
     assert isinstance(job, submitit.local.local.LocalJob)
-    _check_same_as_in_process(submission.store, reference, [dpo])
+    check_same_as_in_process(submission.store, reference, [dpo])
 
 
 def test_ray_tasks_with_fractional_gpus_survive_a_killed_worker(tmp_path, reference, capsys):
     ray = pytest.importorskip("ray")
     from harness.cli import main
 
-    suite = _suite(tmp_path)
+    suite = suite_file(tmp_path)
     store = ResultStore(tmp_path / "results", "tiny")
     # Two logical GPUs (Ray counts them; torch, a CPU build, still trains on CPU).
     ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        command = ["submit", str(suite), "--executor", "ray", "--gpus-per-run", "0.5", *_args(tmp_path)]
-        thread, box = _in_thread(main, command)
-        victim, killed_pid = _kill_while_training(store, thread)
+        command = ["submit", str(suite), "--executor", "ray", "--gpus-per-run", "0.5", *store_args(tmp_path)]
+        thread, box = in_thread(main, command)
+        victim, killed_pid = kill_while_training(store, thread)
         thread.join(DEADLINE_S)
         assert box.get("value") == 0, capsys.readouterr()
         assert ray.available_resources().get("GPU") == 2.0  # every request given back
@@ -206,7 +136,7 @@ def test_ray_tasks_with_fractional_gpus_survive_a_killed_worker(tmp_path, refere
     assert "3 Ray tasks submitted (num_gpus=0.5, num_cpus=1 each)" in out
     assert "3/3 runs stored" in out and (tmp_path / "reports" / "tiny.html").exists()
     assert store.read_manifest(victim)["status"] == "ok"
-    _check_same_as_in_process(store, reference)
+    check_same_as_in_process(store, reference)
 
 
 def _check_a_two_gpu_run_gets_its_placement_group(ray) -> None:

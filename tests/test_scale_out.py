@@ -68,6 +68,11 @@ def test_bad_input_of_run_and_submit(tmp_path, tiny_suite, capsys):
                               "--gpus-per-run", "0.25", *results], "whole GPUs")
     _one_line_exit_2(capsys, ["submit", str(tiny_suite), "--executor", "slurm", "--cluster", "aws", *results],
                      "--cluster 'aws'")
+    for bad, needle in ((["--timeout", "0"], "--timeout 0"), (["--timeout", "-5"], "--timeout -5"),
+                        (["--timeout", "1"], "90 s warning"), (["--array-parallelism", "0"], "--array-parallelism 0"),
+                        (["--array-parallelism", "-1"], "at least 1")):
+        _one_line_exit_2(capsys, ["submit", str(tiny_suite), "--executor", "slurm", "--cluster", "local", *bad,
+                                  *results], needle)
     if shutil.which("sbatch") is None:
         _one_line_exit_2(capsys, ["submit", str(tiny_suite), "--executor", "slurm", *results], "no SLURM cluster")
     assert not (tmp_path / "results").exists()  # refused before anything was written
@@ -175,3 +180,74 @@ def test_prepare_key_ignores_seeds_and_budget_but_not_the_methods(tiny_suite):
     base = prepare_key(load_suite(tiny_suite))
     assert prepare_key(load_suite(tiny_suite, ["budget.value=3e8", "train.lr=1e-4"])) == base
     assert prepare_key(load_suite(tiny_suite, ["evaluate.prompts=4"])) != base
+
+
+def test_gpus_read_from_sinfo_gres():
+    from harness.executors.slurm_cluster import node_gpus
+
+    assert [node_gpus(g) for g in ("(null)", "gpu:4", "gpu:a100:2(S:0-1)", "gpu:1,shard:8", "shard:8")] == [0, 4, 2, 1, 0]
+
+
+def test_partition_and_gpus_checked_against_sinfo(monkeypatch):
+    """What `sinfo -h -o %P|%G` answers decides: an unknown partition lists the known ones, a GPU
+    request on a partition without GPUs (or with fewer per node) is refused, in one line."""
+    from harness.executors import slurm_cluster
+
+    monkeypatch.setattr(slurm_cluster, "_query", lambda command: "debug*|(null)|2\ngpu|gpu:a100:4|64\ngpu|gpu:2|16\n")
+    slurm_cluster.check_partition(None, 0)
+    slurm_cluster.check_partition("gpu", 4)
+    with pytest.raises(HarnessError, match=r"--partition nope: no such SLURM partition \(sinfo lists: debug, gpu\)"):
+        slurm_cluster.check_partition("nope", 0)
+    with pytest.raises(HarnessError, match="partition debug has no GPUs"):
+        slurm_cluster.check_partition(None, 1)
+    with pytest.raises(HarnessError, match="partition gpu has at most 4 GPUs per node"):
+        slurm_cluster.check_partition("gpu", 8)
+    slurm_cluster.check_partition("gpu", 4, 64)
+    with pytest.raises(HarnessError, match="a task asks for 4 CPUs but the nodes of partition debug have at most 2"):
+        slurm_cluster.check_partition(None, 0, 4)
+
+
+def test_job_states_from_squeue(monkeypatch):
+    """A job the queue lists keeps its state (a pending one whose dependency can never be met is
+    not live); a job it no longer lists is gone."""
+    from harness.executors import slurm_cluster
+
+    queue = "7_0|RUNNING|None\n7_1|PENDING|DependencyNeverSatisfied\n7_2|REQUEUED|None\n8|FAILED|NonZeroExitCode\n"
+    monkeypatch.setattr(slurm_cluster, "_query", lambda command: queue)
+    states = slurm_cluster.job_states(["7_0", "7_1", "7_2", "8", "9"])
+    assert [states[j].live for j in ("7_0", "7_1", "7_2", "8", "9")] == [True, False, True, False, False]
+    assert states["9"].state == "GONE" and states["8"].reason == "NonZeroExitCode"
+
+
+def test_the_driver_notices_a_task_that_ended_without_an_answer(tmp_path, monkeypatch):
+    """Without accounting (no sacct), a task killed on SLURM leaves no answer: once the queue shows
+    it ended, the driver reports it lost (naming its runs) instead of waiting for an answer forever;
+    a task that answered is absorbed."""
+    pytest.importorskip("submitit")
+    from types import SimpleNamespace
+
+    from harness.executors import slurm, slurm_cluster
+    from harness.executors.submit import SubmitOptions
+
+    answered = tmp_path / "answer.pkl"
+    import submitit
+
+    submitit.core.utils.cloudpickle_dump(("success", {"runs": {"r1": "ok"}, "failed": {}, "error": None}), answered)
+
+    class Job(SimpleNamespace):
+        def result(self):
+            return submitit.core.utils.pickle_load(self.paths.result_pickle)[1]
+
+    jobs = [Job(job_id="5_0", paths=SimpleNamespace(result_pickle=answered, stderr=tmp_path / "5_0.err")),
+            Job(job_id="5_1", paths=SimpleNamespace(result_pickle=tmp_path / "none.pkl", stderr=tmp_path / "5_1.err"))]
+    tasks = [SimpleNamespace(label="r1"), SimpleNamespace(label="r2")]
+    monkeypatch.setattr(slurm_cluster, "job_states", lambda ids: {i: slurm_cluster.JobState("FAILED", "NonZeroExitCode")
+                                                                   for i in ids})
+    monkeypatch.setattr(slurm, "POLL_SECONDS", 0.01)
+    monkeypatch.setattr(slurm, "LOST_AFTER_S", 0.05)
+    monkeypatch.setattr(slurm, "progress_line", lambda submission: "")
+    started = time.monotonic()
+    outcome = slurm._follow(None, jobs, tasks, None, SubmitOptions(executor="slurm"), log=lambda *_: None)
+    assert time.monotonic() - started < 5
+    assert outcome.crashed == [f"r2: job 5_1 ended FAILED (NonZeroExitCode) without an answer; its log: {tmp_path}/5_1.err"]
+    assert not outcome.errors and not outcome.failed

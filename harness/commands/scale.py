@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import argparse
 import re
+import shlex
+import signal
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
@@ -104,7 +108,13 @@ def cmd_prepare(args) -> int:
 def cmd_submit(args, write_report) -> int:
     """Submit, wait (unless --no-wait), then write the report; exit 2 when a task met bad input."""
     from harness.executors import executor_module
-    from harness.executors.submit import SubmitOptions, check_options, close_probe, open_probe, resolve
+    from harness.executors.submit import (
+        SubmitOptions,
+        check_options,
+        close_probe,
+        open_probe,
+        resolve,
+    )
 
     module = executor_module(args.executor)
     options = SubmitOptions(
@@ -126,15 +136,19 @@ def cmd_submit(args, write_report) -> int:
     if submission.todo:
         open_probe(submission)
         try:
-            outcome = module.submit(submission, options)
-        finally:
-            if options.wait:  # without waiting, tasks still to start need the probe files
+            with _terminate_as_interrupt():
+                outcome = module.submit(submission, options)
+        except BaseException:
+            if not submission.probe_cleanup:  # no job of the cluster's removes the probe files: this driver does
                 close_probe(submission)
+            raise
+        if options.wait:  # without waiting, tasks still to start need the probe files (their cleanup job removes them)
+            close_probe(submission)
         if outcome.errors:
             raise HarnessError(outcome.errors[0])
         if not options.wait:
             return 0
-        if not _all_stored(outcome, submission):
+        if not _all_stored(outcome, submission, resume="harness " + shlex.join(getattr(args, "argv", []))):
             return EXIT_RUN_FAILED
     if not args.no_report:
         write_report(Path(args.results), submission.suite.name, Path(args.reports))
@@ -142,14 +156,33 @@ def cmd_submit(args, write_report) -> int:
     return 0
 
 
-def _all_stored(outcome, submission) -> bool:
-    """Print what went wrong (tasks that died, runs that failed, runs still missing); True when
-    every planned run is stored."""
+@contextmanager
+def _terminate_as_interrupt():
+    """A driver stopped with SIGTERM (kill, a closed session's SIGHUP) ends as on Ctrl-C, so that its
+    probe files are removed or left to the cleanup job, not left behind by an abrupt exit."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    if threading.current_thread() is not threading.main_thread():  # handlers belong to the main thread
+        yield
+        return
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _all_stored(outcome, submission, *, resume: str) -> bool:
+    """Print what went wrong (tasks that died and their runs, runs that failed, runs still missing)
+    and the command that finishes the suite; True when every planned run is stored."""
     for crash in outcome.crashed:
-        print(f"  task died: {crash}; submit again to finish", file=sys.stderr)
+        print(f"  task died: {crash}", file=sys.stderr)
     for run_id, error in outcome.failed.items():
         print(f"  failed: {run_id}: {error}", file=sys.stderr)
     missing = [s for s in submission.specs if not submission.store.has_result(s.run_id)]
-    if missing and not outcome.failed:
-        print(f"  {len(missing)} runs not stored; submit again to finish", file=sys.stderr)
+    if missing:
+        print(f"  {len(missing)} runs not stored ({', '.join(s.run_id for s in missing)}); submit again to run "
+              f"only those: {resume}", file=sys.stderr)
     return not (outcome.crashed or outcome.failed or missing)

@@ -47,6 +47,7 @@ class Submission:
     specs: list[RunSpec]
     todo: list[RunSpec]
     probe: str = ""
+    probe_cleanup: bool = False  # a job of the cluster's removes the probe files once the tasks ended
     started: float = field(default_factory=time.perf_counter)
 
     @property
