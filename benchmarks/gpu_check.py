@@ -23,14 +23,24 @@ Parts (each timed; a part that fails is recorded with its error and the others s
 4. fsdp: one DPO training step of the harness's loop under `torchrun --nproc_per_node 1` with
    ACCELERATE_USE_FSDP=true (harness.train.distributed wraps the policy with accelerate's FSDP):
    the wrapper's class, the loss, the step's seconds and peak memory.
+5. memory: harness.memory's prediction (the one `harness plan` prints) against the measured CUDA
+   peak at Qwen2.5-0.5B's and 1.5B's shapes (--memory-shapes; random weights saved and loaded
+   through harness.models.load_policy), max_length --max-length, --memory-batch-size pairs, for a
+   full, a LoRA (harness.train.adapters.add_adapters, r 16 on every linear layer), a QLoRA
+   (train.quantize=nf4; skipped where bitsandbytes is missing) and a gradient-checkpointed DPO
+   step: per component (benchmarks/memory_model.py's step: weights, gradients, AdamW's moments,
+   activations, the step's peak; LoRA's frozen base) and the peak of two DPO steps of the training
+   loop (the second holds AdamW's moments), each as predicted / measured, against the ±15 % goal.
 Every figure goes to one JSON file (--out) and is printed. Not yet run on a GPU: the 8 minutes
 are an estimate; if the first call runs long, split it (`--parts throughput`, then
-`--parts suite,fsdp`), or keep the 0.5B shape alone (`--shapes qwen2.5-0.5b`). The packed part
+`--parts suite,fsdp`, then `--parts memory`: about two minutes, estimated), or keep the 0.5B
+shape alone (`--shapes qwen2.5-0.5b`, `--memory-shapes qwen2.5-0.5b`). The packed part
 is its own call of a few minutes (`--parts packed`; its first flex step compiles the kernel,
 in the untimed warm-up), or smaller still (`--packed-shapes qwen2.5-1.5b --packed-lengths 2048`).
 
 `--dry-run` runs the same code on the CPU at tiny sizes (a 2-layer Llama, the tests' tiny sandbox,
-2 steps), so that CI catches a broken path before a GPU is at hand: there accelerate wraps with
+2 steps), so that CI catches a broken path before a GPU is at hand: the memory part measures
+allocations with torch's profiler (benchmarks/memory_model.py) and skips QLoRA; accelerate wraps with
 DDP (it has no FSDP on CPU), no MFU is known, and the packed part's flex side trains not (torch
 has no FlexAttention backward on CPU) but its block masks and its forward check run. Under 8
 minutes on one H200 is the target of the full check; the dry run takes about a minute on a 2-core CPU.
@@ -485,10 +495,12 @@ MEMORY_LORA = {"r": 16, "alpha": 32.0, "target_modules": ("all-linear",)}  # the
 MEMORY_GOAL = 0.15  # predicted within ±15 % of measured (issue 26)
 
 
-def _memory_skipped(quantize: str, device: torch.device) -> str | None:
+def _memory_skipped(lora: bool, quantize: str, device: torch.device) -> str | None:
     """Why a variant cannot run here, or None."""
     import importlib.util
 
+    if lora and importlib.util.find_spec("peft") is None:
+        return "peft is not installed"
     if quantize == "nf4" and device.type != "cuda":
         return "train.quantize=nf4 needs CUDA (bitsandbytes)"
     if quantize == "nf4" and importlib.util.find_spec("bitsandbytes") is None:
@@ -602,7 +614,7 @@ def memory_shape(args: argparse.Namespace, shape: str) -> dict:
         del init
         for variant in MEMORY_VARIANTS:
             name = variant[0]
-            reason = _memory_skipped(variant[2], device)
+            reason = _memory_skipped(variant[1], variant[2], device)
             if reason:
                 out["variants"][name] = {"skipped": reason}
                 print(f"gpu_check: memory {shape} {name}: skipped: {reason}", flush=True)
