@@ -23,14 +23,24 @@ Parts (each timed; a part that fails is recorded with its error and the others s
 4. fsdp: one DPO training step of the harness's loop under `torchrun --nproc_per_node 1` with
    ACCELERATE_USE_FSDP=true (harness.train.distributed wraps the policy with accelerate's FSDP):
    the wrapper's class, the loss, the step's seconds and peak memory.
+5. memory: harness.memory's prediction (the one `harness plan` prints) against the measured CUDA
+   peak at Qwen2.5-0.5B's and 1.5B's shapes (--memory-shapes; random weights saved and loaded
+   through harness.models.load_policy), max_length --max-length, --memory-batch-size pairs, for a
+   full, a LoRA (harness.train.adapters.add_adapters, r 16 on every linear layer), a QLoRA
+   (train.quantize=nf4; skipped where bitsandbytes is missing) and a gradient-checkpointed DPO
+   step: per component (benchmarks/memory_model.py's step: weights, gradients, AdamW's moments,
+   activations, the step's peak; LoRA's frozen base) and the peak of two DPO steps of the training
+   loop (the second holds AdamW's moments), each as predicted / measured, against the ±15 % goal.
 Every figure goes to one JSON file (--out) and is printed. Not yet run on a GPU: the 8 minutes
 are an estimate; if the first call runs long, split it (`--parts throughput`, then
-`--parts suite,fsdp`), or keep the 0.5B shape alone (`--shapes qwen2.5-0.5b`). The packed part
+`--parts suite,fsdp`, then `--parts memory`: about two minutes, estimated), or keep the 0.5B
+shape alone (`--shapes qwen2.5-0.5b`, `--memory-shapes qwen2.5-0.5b`). The packed part
 is its own call of a few minutes (`--parts packed`; its first flex step compiles the kernel,
 in the untimed warm-up), or smaller still (`--packed-shapes qwen2.5-1.5b --packed-lengths 2048`).
 
 `--dry-run` runs the same code on the CPU at tiny sizes (a 2-layer Llama, the tests' tiny sandbox,
-2 steps), so that CI catches a broken path before a GPU is at hand: there accelerate wraps with
+2 steps), so that CI catches a broken path before a GPU is at hand: the memory part measures
+allocations with torch's profiler (benchmarks/memory_model.py) and skips QLoRA; accelerate wraps with
 DDP (it has no FSDP on CPU), no MFU is known, and the packed part's flex side trains not (torch
 has no FlexAttention backward on CPU) but its block masks and its forward check run. Under 8
 minutes on one H200 is the target of the full check; the dry run takes about a minute on a 2-core CPU.
@@ -73,7 +83,7 @@ def _parse(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes: the same code paths")
     parser.add_argument("--out", default=os.path.join(os.environ.get("OUT", "."), "gpu_check.json"))
-    parser.add_argument("--parts", default="throughput,suite,packed,fsdp")
+    parser.add_argument("--parts", default="throughput,suite,packed,fsdp,memory")
     parser.add_argument("--shapes", default="qwen2.5-0.5b,qwen2.5-1.5b", help="throughput shapes (GPU)")
     parser.add_argument("--batch-size", type=int, default=16, help="pairs per step (throughput, fsdp)")
     parser.add_argument("--max-length", type=int, default=512, help="tokens per sequence (throughput, fsdp)")
@@ -85,6 +95,8 @@ def _parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--packed-steps", type=int, default=6, help="timed steps per side (packed)")
     parser.add_argument("--lengths", help="JSON file of token-length quantiles "
                         '{"prompt": [[percent, tokens], ...], "completion": [...]} (packed)')
+    parser.add_argument("--memory-shapes", default="qwen2.5-0.5b,qwen2.5-1.5b", help="memory part's shapes (GPU)")
+    parser.add_argument("--memory-batch-size", type=int, default=4, help="pairs per step (memory)")
     parser.add_argument("--fsdp-version", type=int, choices=[1, 2], default=1, help="accelerate's FSDP version")
     parser.add_argument("--fsdp-child", help=argparse.SUPPRESS)  # set by the fsdp part for its torchrun process
     args = parser.parse_args(argv)
@@ -473,6 +485,159 @@ def fsdp_child(args: argparse.Namespace) -> None:
     }))
 
 
+# ----------------------------------------------------------------------------------------------
+# The memory part
+
+# One DPO step per kind of run: (name, LoRA through train.peft, train.quantize, checkpointing).
+MEMORY_VARIANTS = (("full", False, "none", False), ("lora", True, "none", False), ("qlora", True, "nf4", False),
+                   ("checkpointed", False, "none", True))
+MEMORY_LORA = {"r": 16, "alpha": 32.0, "target_modules": ("all-linear",)}  # the memory model's LoRA suggestion
+MEMORY_GOAL = 0.15  # predicted within ±15 % of measured (issue 26)
+
+
+def _memory_skipped(lora: bool, quantize: str, device: torch.device) -> str | None:
+    """Why a variant cannot run here, or None."""
+    import importlib.util
+
+    if lora and importlib.util.find_spec("peft") is None:
+        return "peft is not installed"
+    if quantize == "nf4" and device.type != "cuda":
+        return "train.quantize=nf4 needs CUDA (bitsandbytes)"
+    if quantize == "nf4" and importlib.util.find_spec("bitsandbytes") is None:
+        return "bitsandbytes is not installed"
+    return None
+
+
+def memory_rows(max_length: int, pairs: int, seed: int = 0) -> list[dict]:
+    """`pairs` rows that fill max_length (a prompt of half of it, completions to the end), the
+    length the memory model predicts at."""
+    import train_throughput
+
+    fill = lambda rng, kind: max_length  # noqa: E731 - cut to max_length//2 (prompt) and the room left
+    return train_throughput.make_rows(pairs, max_length, seed, fill)
+
+
+def _trained_policy(folder: str, device: torch.device, lora: bool, quantize: str, checkpointing: bool):
+    """The policy as `harness run` builds it: load_policy (NF4 through bitsandbytes for QLoRA),
+    then add_adapters for LoRA; checkpointing switched on as train_policy does."""
+    from harness.models import enable_gradient_checkpointing, load_policy
+    from harness.suite import PeftConfig
+    from harness.train.adapters import add_adapters
+
+    policy = load_policy(folder, device, "auto", quantize=quantize)
+    if lora:
+        policy = add_adapters(policy, PeftConfig(**MEMORY_LORA), gradient_checkpointing=checkpointing)
+    if checkpointing:
+        enable_gradient_checkpointing(policy)
+    return policy
+
+
+def _dpo_peak(policy, data, pad_id: int, pairs: int, max_length: int, checkpointing: bool, tracker) -> float:
+    """Bytes above the loaded weights at the peak of two DPO steps of harness.train.loop.train_policy
+    (the reference's sums cached, as a run caches them; the second step holds AdamW's moments)."""
+    import harness.train.loop as loop
+    from harness.losses import get_loss
+    from harness.suite import Budget, TrainConfig
+    from harness.train.reference import reference_sums
+
+    loss = get_loss("dpo")
+    cached = reference_sums(policy, data, pad_id=pad_id, packing=False)  # the policy starts as the reference
+    setup = loop.TrainSetup(
+        loss=loss, hparams=loss.hparams, data=data, budget=Budget("steps", 2), seed=0, pad_id=pad_id,
+        config=TrainConfig(batch_size=pairs, lr=1e-5, max_length=max_length, checkpoint_every=0, packing=False,
+                           gradient_checkpointing=checkpointing), cached_reference=cached)
+    result, peak, _ = tracker(lambda: loop.train_policy(policy, setup))
+    if result.accounting.optimizer_steps != 2:
+        raise RuntimeError(f"the DPO run took {result.accounting.optimizer_steps} steps, not 2")
+    return peak
+
+
+def memory_variant(folder: str, config: dict, device: torch.device, pairs: int, max_length: int, data, pad_id: int,
+                   variant: tuple) -> dict:
+    """One variant: predicted against measured per component (benchmarks/memory_model.py's step,
+    measured on this device) and for the whole peak of a DPO run's steps."""
+    import memory_model
+    from harness.memory import Architecture, Lora, resolved_precision
+    from harness.train import hardware
+    from harness.train.sizing import lora_targets
+
+    name, lora, quantize, checkpointing = variant
+    precision = resolved_precision("auto", device.type)
+    tracker = memory_model.cuda_tracked if device.type == "cuda" else memory_model.tracked
+    targets = lora_targets(Architecture.from_config(config), MEMORY_LORA["target_modules"], where=name)
+    settings = dict(precision=precision, device_type=device.type, quantize=quantize,
+                    lora=Lora(MEMORY_LORA["r"], targets) if lora else None)
+    policy, _, loaded = tracker(lambda: _trained_policy(folder, device, lora, quantize, checkpointing))
+    trained = sum(p.nbytes for p in policy.parameters() if p.requires_grad)
+    measured = memory_model.step_components(
+        policy, *(t.to(device) for t in memory_model.batch(config, pairs, max_length)), tracker,
+        autocast=lambda: hardware.autocast(device))
+    want = memory_model.predicted(config, pairs, max_length, checkpointing, **settings)
+    prediction = memory_model.prediction_of(config, pairs, max_length, checkpointing, **settings)
+    if lora:  # the frozen base: all that was loaded besides the adapters
+        measured["frozen_weights"], want["frozen_weights"] = loaded - trained, prediction.training["frozen_weights"]
+    peak = loaded + _dpo_peak(policy, data, pad_id, pairs, max_length, checkpointing, tracker)
+    components = {k: {"predicted_mib": want[k] / 2**20, "measured_mib": measured[k] / 2**20,
+                      "ratio": want[k] / measured[k] if measured[k] else math.nan} for k in want}
+    ratio = prediction.training_peak / peak
+    del policy
+    return {"precision": precision, "components": components, "peak": {
+        "predicted_mib": prediction.training_peak / 2**20, "measured_mib": peak / 2**20, "ratio": ratio,
+        "within_goal": abs(ratio - 1) <= MEMORY_GOAL}}
+
+
+def _print_memory(shape: str, name: str, figures: dict) -> None:
+    for component, f in {**figures["components"], "DPO peak": figures["peak"]}.items():
+        print(f"gpu_check: memory {shape} {name:<12} {component:<17} predicted {f['predicted_mib']:>10.1f} MiB  "
+              f"measured {f['measured_mib']:>10.1f} MiB  ratio {f['ratio']:.2f}", flush=True)
+
+
+def memory_shape(args: argparse.Namespace, shape: str) -> dict:
+    """Every variant at one shape: the model built from its config (random weights) and saved,
+    so that each variant loads it through the harness's own loader, as a run does."""
+    import train_throughput
+    from harness.data.batches import paired_from_rows
+
+    device = torch.device("cpu" if args.dry_run else "cuda")
+    pairs, max_length = (2, 32) if args.dry_run else (args.memory_batch_size, args.max_length)
+    rows = memory_rows(max_length, pairs)
+    tokenizer = train_throughput.build_tokenizer(rows)
+    bench = train_throughput._parse(["--shape", shape, "--hidden", "32", "--layers", "2", "--max-length",
+                                     str(max_length)])
+    init = train_throughput.build_model(bench, tokenizer)
+    config = init.config.to_dict()
+    data = paired_from_rows(tokenizer, rows, max_length)
+    out = {"batch_size": pairs, "max_length": max_length, "device": device.type, "goal_within": MEMORY_GOAL,
+           "variants": {}}
+    with tempfile.TemporaryDirectory(prefix="gpu-check-memory-") as folder:
+        init.save_pretrained(folder)
+        del init
+        for variant in MEMORY_VARIANTS:
+            name = variant[0]
+            reason = _memory_skipped(variant[1], variant[2], device)
+            if reason:
+                out["variants"][name] = {"skipped": reason}
+                print(f"gpu_check: memory {shape} {name}: skipped: {reason}", flush=True)
+                continue
+            try:
+                out["variants"][name] = memory_variant(folder, config, device, pairs, max_length, data,
+                                                       tokenizer.pad_token_id, variant)
+                _print_memory(shape, name, out["variants"][name])
+            except Exception as err:  # noqa: BLE001 - one variant's failure (an OOM) is a finding
+                out["variants"][name] = {"error": f"{type(err).__name__}: {str(err)[:500]}"}
+            train_throughput._clean(device)
+    ran = [v["peak"]["ratio"] for v in out["variants"].values() if "peak" in v]
+    out["worst_peak_deviation"] = max((abs(r - 1) for r in ran), default=math.nan)
+    return out
+
+
+def part_memory(args: argparse.Namespace) -> dict:
+    """The memory model against measured peaks: a full, a LoRA, a QLoRA and a checkpointed DPO
+    step per shape (a tiny Llama on the CPU's tracked allocations in a dry run)."""
+    shapes = ["tiny"] if args.dry_run else _listed(args.memory_shapes)
+    return {shape: memory_shape(args, shape) for shape in shapes}
+
+
 def _plain(value):
     """JSON-safe: NaN (an unknown MFU or peak) becomes null; numpy scalars become numbers."""
     if isinstance(value, dict):
@@ -486,7 +651,8 @@ def _plain(value):
     return value
 
 
-PARTS = {"throughput": part_throughput, "suite": part_suite, "packed": part_packed, "fsdp": part_fsdp}
+PARTS = {"throughput": part_throughput, "suite": part_suite, "packed": part_packed, "fsdp": part_fsdp,
+         "memory": part_memory}
 
 
 def main(argv=None) -> int:

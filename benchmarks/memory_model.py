@@ -18,6 +18,7 @@ Printed as predicted / measured and their ratio, with gradient checkpointing off
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -30,7 +31,7 @@ from torch.profiler import ProfilerActivity, profile  # noqa: E402
 from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 
 from harness.logprobs import completion_stats  # noqa: E402
-from harness.memory import Architecture, RunShape, predict  # noqa: E402
+from harness.memory import Architecture, Lora, Prediction, RunShape, predict  # noqa: E402
 from harness.models import enable_gradient_checkpointing  # noqa: E402
 
 # (name, config, micro-batch pairs, max_length)
@@ -70,42 +71,74 @@ def batch(config: dict, pairs: int, length: int):
     return ids, attention, completion
 
 
+def cuda_tracked(fn):
+    """`tracked` on CUDA: (result, peak bytes, live bytes at the end) over what was allocated when
+    `fn` started, from torch's caching allocator (max_memory_allocated after a reset)."""
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    result = fn()
+    torch.cuda.synchronize()
+    return result, torch.cuda.max_memory_allocated() - before, torch.cuda.memory_allocated() - before
+
+
+def step_components(model, ids, attention, completion, tracker=tracked, autocast=contextlib.nullcontext
+                    ) -> dict[str, float]:
+    """One training step of `model` (its trainable parameters under AdamW) on the rows, measured
+    with `tracker` (`tracked` on CPU, `cuda_tracked` on CUDA) per component; `autocast` is the
+    step's precision context (harness.train.hardware.autocast). The optimizer is dropped after."""
+    model.train()
+    trained = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trained, lr=1e-5)
+
+    def forward():
+        with autocast():
+            return completion_stats(model, ids, attention, completion, packing=False).policy_token_logps.sum()
+
+    def step():
+        forward().backward()
+
+    loss, _, activations = tracker(forward)
+    loss.backward()
+    del loss
+    model.zero_grad(set_to_none=True)
+    _, peak, _ = tracker(step)
+    gradients = sum(p.grad.nbytes for p in trained if p.grad is not None)
+    _, _, optimizer_states = tracker(optimizer.step)
+    model.zero_grad(set_to_none=True)
+    return {"trained_weights": sum(p.nbytes for p in trained), "gradients": gradients,
+            "optimizer_states": optimizer_states, "activations": activations, "step peak": peak}
+
+
 def measure(config: dict, pairs: int, length: int, checkpointing: bool) -> dict[str, float]:
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(**config, attn_implementation="sdpa"))
     if checkpointing:
         enable_gradient_checkpointing(model)
-    model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
-    ids, attention, completion = batch(config, pairs, length)
-
-    def forward():
-        return completion_stats(model, ids, attention, completion, packing=False).policy_token_logps.sum()
-
-    def step():
-        forward().backward()
-
-    loss, _, activations = tracked(forward)
-    loss.backward()
-    del loss
-    model.zero_grad(set_to_none=True)
-    _, peak, _ = tracked(step)
-    gradients = sum(p.grad.nbytes for p in model.parameters() if p.grad is not None)
-    _, _, optimizer_states = tracked(optimizer.step)
-    weights = sum(p.nbytes for p in model.parameters())
-    return {"trained_weights": weights, "gradients": gradients, "optimizer_states": optimizer_states,
-            "activations": activations, "step peak": peak}
+    return step_components(model, *batch(config, pairs, length))
 
 
-def predicted(config: dict, pairs: int, length: int, checkpointing: bool) -> dict[str, float]:
-    arch = Architecture.from_config({**config, "architectures": ["LlamaForCausalLM"]})
-    shape = RunShape(micro_batch=pairs, rows_per_example=2, max_length=length, precision="fp32", device_type="cpu",
-                     checkpointing=checkpointing, completion_share=0.5)
-    prediction = predict(arch, shape)
+def prediction_of(config: dict, pairs: int, length: int, checkpointing: bool, *, precision: str = "fp32",
+                  device_type: str = "cpu", lora: Lora | None = None, quantize: str = "none") -> Prediction:
+    """harness.memory's prediction for `batch`'s rows (half of each row its completion)."""
+    arch = Architecture.from_config({"architectures": ["LlamaForCausalLM"], **config})
+    return predict(arch, RunShape(micro_batch=pairs, rows_per_example=2, max_length=length, precision=precision,
+                                  device_type=device_type, checkpointing=checkpointing, completion_share=0.5,
+                                  lora=lora, quantize=quantize))
+
+
+def predicted(config: dict, pairs: int, length: int, checkpointing: bool, **settings) -> dict[str, float]:
+    """`step_components`' figures as harness.memory predicts them (`settings`: prediction_of's).
+    Under bf16 autocast the held weights are the fp32 master copy, and the forward's live bytes
+    include autocast's bf16 copies of the weights that the backward reads (the model's
+    trained_weights then)."""
+    prediction = prediction_of(config, pairs, length, checkpointing, **settings)
     t = prediction.training
-    static = t["trained_weights"] + t["optimizer_states"]  # held before the step starts
-    return {"trained_weights": t["trained_weights"], "gradients": t["gradients"],
-            "optimizer_states": t["optimizer_states"], "activations": t["activations"],
+    mixed = settings.get("precision") == "bf16-mixed"
+    held = t["master_weights"] if mixed else t["trained_weights"]
+    static = held + t.get("frozen_weights", 0) + t["optimizer_states"]  # held before the step starts
+    return {"trained_weights": held, "gradients": t["gradients"], "optimizer_states": t["optimizer_states"],
+            "activations": t["activations"] + (t["trained_weights"] if mixed else 0),
             "step peak": prediction.training_peak - static}
 
 

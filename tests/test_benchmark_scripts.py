@@ -59,7 +59,7 @@ def test_gpu_check_dry_run_executes_every_part(tmp_path, harness_cache, capsys):
     assert script.main(["--dry-run", "--out", str(out)]) == 0, capsys.readouterr().out[-3000:]
     report = json.loads(out.read_text())
     parts = report["parts"]
-    assert report["dry_run"] and all(p["ok"] for p in parts.values()) and set(parts) == {"throughput", "suite", "packed", "fsdp"}
+    assert report["dry_run"] and all(p["ok"] for p in parts.values()) and set(parts) == {"throughput", "suite", "packed", "fsdp", "memory"}
     tiny = parts["throughput"]["tiny"]
     assert [s["side"] for s in tiny["sides"]] == ["harness", "harness", "trl", "trl"] and tiny["dtype"] == "bf16"
     assert tiny["ratio_pairs_per_s"] == pytest.approx(tiny["sides"][0]["pairs_per_s"] / max(
@@ -96,6 +96,7 @@ def test_gpu_check_refuses_unknown_parts_sides_and_bad_length_files(tmp_path, ca
     bad = tmp_path / "lengths.json"
     bad.write_text('{"prompt": [[0, 4], [50, 80]], "completion": [[0, 1], [100, 9]]}')
     for argv, message in [(["--parts", "packed,speed"], "unknown part or side speed"),
+                          (["--parts", "memory,memroy"], "unknown part or side memroy"),
                           (["--packed-sides", "flex,flash"], "unknown part or side flash"),
                           (["--lengths", str(bad)], f"--lengths {bad}: prompt: percents must rise from 0 to 100"),
                           (["--lengths", str(tmp_path / "none.json")], "No such file")]:
@@ -114,3 +115,36 @@ def test_gpu_check_draws_lengths_from_its_quantiles():
     assert draws[0] >= 10 and draws[-1] <= 1000
     share_at_most = lambda tokens: sum(d <= tokens for d in draws) / len(draws)  # noqa: E731
     assert share_at_most(20) == pytest.approx(0.5, abs=0.03) and share_at_most(100) == pytest.approx(0.9, abs=0.02)
+
+
+def test_gpu_check_memory_part_compares_prediction_with_tracked_allocations(tmp_path, capsys):
+    """The memory part's dry run: a tiny Llama loaded through the harness's loader, per variant
+    (full, LoRA through add_adapters, checkpointed) one measured step and two DPO steps of the
+    training loop on the CPU's tracked allocations; QLoRA is skipped with its reason off CUDA.
+    Every figure reaches the JSON file, the predicted peaks within the ±15 % goal."""
+    import json
+
+    script = load_script("gpu_check")
+    args = script._parse(["--dry-run", "--parts", "memory", "--memory-shapes", "qwen2.5-0.5b", "--memory-batch-size", "2"])
+    assert (args.memory_shapes, args.memory_batch_size) == ("qwen2.5-0.5b", 2)
+    out = tmp_path / "gpu_check.json"
+    assert script.main(["--dry-run", "--parts", "memory", "--out", str(out)]) == 0, capsys.readouterr().out[-3000:]
+    report = json.loads(out.read_text())["parts"]
+    assert set(report) == {"memory"} and report["memory"]["ok"]
+    tiny = report["memory"]["tiny"]
+    variants = tiny["variants"]
+    assert set(variants) == {"full", "lora", "qlora", "checkpointed"}
+    assert "needs CUDA" in variants["qlora"]["skipped"]
+    for name in ("full", "lora", "checkpointed"):
+        figures = variants[name]
+        assert figures["precision"] == "fp32" and figures["peak"]["within_goal"], (name, figures["peak"])
+        components = figures["components"]
+        assert {"trained_weights", "gradients", "optimizer_states", "activations", "step peak"} <= set(components)
+        for component in components.values():
+            assert component["ratio"] == pytest.approx(component["predicted_mib"] / component["measured_mib"])
+    full, lora = variants["full"]["components"], variants["lora"]["components"]
+    assert lora["trained_weights"]["measured_mib"] < full["trained_weights"]["measured_mib"]  # adapters alone train
+    assert lora["frozen_weights"]["ratio"] == pytest.approx(1, abs=0.15)  # the base loaded besides them
+    assert variants["checkpointed"]["components"]["activations"]["measured_mib"] < full["activations"]["measured_mib"]
+    assert tiny["worst_peak_deviation"] == pytest.approx(max(abs(variants[n]["peak"]["ratio"] - 1)
+                                                             for n in ("full", "lora", "checkpointed")))
