@@ -205,13 +205,13 @@ def test_under_bf16_autocast_the_kernel_gets_one_dtype(flex_on_cpu, monkeypatch)
 def test_a_ddp_wrapper_runs_the_flex_rows_through_its_own_forward(tmp_path, flex_on_cpu, monkeypatch):
     """A DDP/FSDP wrapper's own forward gets the packed rows with the BlockMask (the whole-logits
     path, harness.logprobs._logits_rows), and the log-probs equal the padded ones."""
-    import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
+
+    from tests.test_packing import one_process_group
 
     ids, mask, completion = pair_batch(6)
     expected = logprobs.completion_token_logps(tiny_llama(), ids, mask, completion, packing=False)
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
-    try:
+    with one_process_group(tmp_path):
         wrapped = DistributedDataParallel(tiny_llama())
         masks = []
         original = wrapped.module.forward
@@ -220,5 +220,3 @@ def test_a_ddp_wrapper_runs_the_flex_rows_through_its_own_forward(tmp_path, flex
         got = logprobs.completion_token_logps(wrapped, ids, mask, completion)
         assert masks == ["BlockMask"], "the wrapper's forward did not get the flex rows"
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
-    finally:
-        dist.destroy_process_group()

@@ -3,6 +3,8 @@ reference sums and trained weights as the padded batch on real HF architectures.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import pytest
 import torch
 from transformers import (GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, MistralConfig,
@@ -301,15 +303,13 @@ def test_training_packed_ends_at_the_padded_weights(monkeypatch):
 def test_a_ddp_wrapped_model_runs_packed_rows_through_its_own_forward(tmp_path, monkeypatch):
     """DDP must run its own forward (it syncs gradients there): the packed rows go through it,
     and the gradients equal the unwrapped model's on the padded batch (a one-process gloo group)."""
-    import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
     ids, mask, completion = pair_batch(3)
     weights = torch.linspace(-1, 1, ids.numel()).reshape(ids.shape)
     plain = tiny_llama()
     (logprobs.completion_token_logps(plain, ids, mask, completion, packing=False) * weights).sum().backward()
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
-    try:
+    with one_process_group(tmp_path):
         wrapped = DistributedDataParallel(tiny_llama())
         forwards = []
         original = wrapped.module.forward
@@ -321,5 +321,15 @@ def test_a_ddp_wrapped_model_runs_packed_rows_through_its_own_forward(tmp_path, 
         (got * weights).sum().backward()
         for (name, p), q in zip(plain.named_parameters(), wrapped.module.parameters()):
             torch.testing.assert_close(q.grad, p.grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+@contextmanager
+def one_process_group(tmp_path):
+    """A one-process gloo group (what a DDP wrapper needs to exist), destroyed afterwards."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        yield
     finally:
         dist.destroy_process_group()

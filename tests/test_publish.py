@@ -105,6 +105,7 @@ def test_publishing_asks_for_a_stored_suite_and_a_dataset_name(stored, tmp_path,
 def test_a_hub_target_commits_the_same_tree_in_one_upload(stored, tmp_path, monkeypatch):
     """No Hub endpoint runs here: huggingface_hub's HfApi is replaced by a recorder, so this checks
     what would be committed (the folder layout above, in one upload_folder call), not the protocol."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the recorder stands in for HfApi; nothing may leave regardless
     import huggingface_hub
 
     calls: list[tuple[str, dict]] = []
@@ -133,3 +134,18 @@ def test_a_hub_target_commits_the_same_tree_in_one_upload(stored, tmp_path, monk
     assert {"README.md", "leaderboard.parquet", "toy/latest.json",
             f"toy/{done.snapshot}/leaderboard.parquet"} <= set(upload["files"])
     assert sum(f.startswith(f"toy/{done.snapshot}/runs/toy/") for f in upload["files"]) == 15
+
+
+def test_an_unreachable_hub_dataset_is_one_line_not_a_traceback(stored, tmp_path, monkeypatch, capsys):
+    """Offline (as every test runs: HF_HUB_OFFLINE=1, so huggingface_hub itself refuses before any
+    request), reading or publishing a Hub dataset ends in one line naming it, exit 2."""
+    import huggingface_hub.constants
+
+    assert huggingface_hub.constants.HF_HUB_OFFLINE  # the real client, in offline mode: no request leaves
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+    assert main(["report", "toy", "--results", "hf://datasets/nobody/nothing", "--reports", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "hf://datasets/nobody/nothing: could not read the Hub dataset" in err
+    assert main(["publish", "toy", "--results", str(stored), "--to", "hf://datasets/nobody/nothing"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "hf://datasets/nobody/nothing: could not" in err

@@ -33,7 +33,7 @@ import harness
 from harness.errors import HarnessError
 from harness.names import check_name
 from harness.report.html import write_atomic
-from harness.report.published import LATEST, hub_repo_id, latest_pointers
+from harness.report.published import HUB_PREFIX, LATEST, hub_errors, hub_repo_id, latest_pointers
 from harness.report.suite import read_stored_suite
 from harness.results import ResultStore
 from harness.results.store import write_frame
@@ -205,17 +205,19 @@ class HubTarget:
         from huggingface_hub.errors import RepositoryNotFoundError
 
         api = self._api()
-        try:
-            api.snapshot_download(self.repo_id, repo_type="dataset", local_dir=into, allow_patterns=LIGHT_PATTERNS)
-        except RepositoryNotFoundError:
-            return  # a new dataset: created by put()
+        with hub_errors(f"{HUB_PREFIX}{self.repo_id}", "read"):
+            try:
+                api.snapshot_download(self.repo_id, repo_type="dataset", local_dir=into, allow_patterns=LIGHT_PATTERNS)
+            except RepositoryNotFoundError:
+                return  # a new dataset: created by put()
 
     def put(self, staged: Path, changed: list[str]) -> None:
         api = self._api()
-        api.create_repo(self.repo_id, repo_type="dataset", exist_ok=True)
-        # snapshot_download's own bookkeeping folder is not part of the dataset
-        api.upload_folder(repo_id=self.repo_id, repo_type="dataset", folder_path=staged,
-                          ignore_patterns=[".cache/**"], commit_message=f"harness: publish {', '.join(changed)}")
+        with hub_errors(f"{HUB_PREFIX}{self.repo_id}", "write"):
+            api.create_repo(self.repo_id, repo_type="dataset", exist_ok=True)
+            # snapshot_download's own bookkeeping folder is not part of the dataset
+            api.upload_folder(repo_id=self.repo_id, repo_type="dataset", folder_path=staged,
+                              ignore_patterns=[".cache/**"], commit_message=f"harness: publish {', '.join(changed)}")
 
 
 def open_target(target: str):

@@ -4,6 +4,7 @@ dataset brought to a local folder (harness.report.dataset writes them; its docst
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 from harness.errors import HarnessError
@@ -51,7 +52,23 @@ def local_results(results: str, cache: Path) -> Path:
     from huggingface_hub import snapshot_download
 
     repo_id = hub_repo_id(results)
-    return Path(snapshot_download(repo_id, repo_type="dataset", cache_dir=cache))
+    with hub_errors(results, "read"):
+        return Path(snapshot_download(repo_id, repo_type="dataset", cache_dir=cache))
+
+
+@contextmanager
+def hub_errors(dataset: str, doing: str):
+    """A Hub call's failure (offline, no such repo, no token, no network) as one line naming the
+    dataset and what to check, instead of huggingface_hub's traceback."""
+    try:
+        yield
+    except HarnessError:
+        raise
+    except Exception as err:  # noqa: BLE001 - huggingface_hub, requests and httpx each raise their own
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise HarnessError(
+            f"{dataset}: could not {doing} the Hub dataset ({type(err).__name__}: {first[:200]}); check the name, "
+            "the network (HF_HUB_OFFLINE unset), HF_ENDPOINT and HF_TOKEN, or use a local folder") from err
 
 
 def suite_results_root(results_root: Path, suite: str) -> Path:
